@@ -1,0 +1,246 @@
+"""Recipes: typed configuration loaded from YAML and overridden by `key.sub=value` words.
+
+A recipe is plain data: one dataclass per section (`data`, `features`, `model`, `synth`, `loss`, `train`) plus the
+top-level `seed` and `run_dir`. Defaults follow Magenta DDSP's solo-instrument setup (16 kHz, 250 frames/s, 4 s
+examples, 100 harmonics, 65 noise bands, FFT sizes 2048..64, a 512-unit GRU decoder).
+
+    cfg = load_config("recipes/flute.yaml", ["train.steps=1000", "loss.fft_sizes=[512,256]"])
+    save_config(cfg, "run/config.yaml")          # load_config("run/config.yaml") == cfg
+
+An unknown key, in the YAML or on the command line, raises `ConfigError` naming the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from mlx_ddsp.atomic import atomic_path
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot be applied; the message names the offending key."""
+
+
+@dataclass
+class DataConfig:
+    dir: str = "data/flute"  # folder of recordings, scanned recursively
+    cache_dir: str | None = None  # None: `<data.dir>/.mlx_ddsp_cache`
+    sample_rate: int = 16000  # Hz, audio is resampled to this
+    example_seconds: float = 4.0  # length of one training example
+    hop_seconds: float = 1.0  # hop between consecutive examples cut from a file
+    val_fraction: float = 0.1  # share of files held out for validation (at least one file)
+    val_files: list[str] = field(default_factory=list)  # explicit validation files (relative paths); overrides val_fraction
+    silence_db: float = -60.0  # frames quieter than this (A-weighted loudness) count as silent
+    max_silent_fraction: float = 0.8  # examples with more silent frames than this are dropped
+
+
+@dataclass
+class FeaturesConfig:
+    frame_rate: int = 250  # frames per second of f0 / loudness
+    f0_min_hz: float = 50.0
+    f0_max_hz: float = 2000.0
+
+
+@dataclass
+class ModelConfig:
+    hidden_size: int = 512  # width of each MLP layer
+    n_mlp_layers: int = 3  # layers per MLP stack
+    gru_size: int = 512  # recurrent units
+    noise_bias: float = -5.0  # initial pre-activation bias of the noise magnitudes (starts quiet)
+
+
+@dataclass
+class SynthConfig:
+    n_harmonics: int = 100
+    n_noise_bands: int = 65
+    harmonic: bool = True
+    noise: bool = True
+    reverb: bool = False
+
+
+@dataclass
+class LossConfig:
+    fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128, 64])
+    mag_weight: float = 1.0  # weight of L1 on linear magnitudes
+    logmag_weight: float = 1.0  # weight of L1 on log magnitudes
+    waveform_weight: float = 0.0  # weight of a waveform L1 term
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 30000
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    warmup_steps: int = 1000
+    lr_decay_rate: float = 0.98  # multiplied into the learning rate every lr_decay_steps
+    lr_decay_steps: int = 10000
+    grad_clip_norm: float = 3.0
+    eval_every: int = 500
+    render_every: int = 2000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    run_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _closest(key: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(key, options, n=1, cutoff=0.0)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert `value` (from YAML or a command-line word) to the field type `tp`, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            return None
+        return _coerce(value, args[0], key)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            value = [value]
+        return [_coerce(v, item_tp, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+    elif tp is int:
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int):
+            return value
+        elif isinstance(value, float) and value.is_integer():
+            return int(value)
+        elif isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                try:
+                    as_float = float(value)
+                except ValueError:
+                    as_float = None
+                if as_float is not None and as_float.is_integer():
+                    return int(as_float)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"'{key}' expects {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _apply(obj, values: dict, prefix: str = "") -> None:
+    """Set the fields of dataclass `obj` from a nested dict, recursing into sub-sections."""
+    types_ = _field_types(type(obj))
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in types_:
+            valid = [f"{prefix}{n}" for n in types_]
+            raise ConfigError(f"unknown key '{key}'{_closest(key, valid)}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{key}' is a section; give it keys, e.g. '{key}.{next(iter(_field_types(type(current))))}=...'")
+            _apply(current, value, prefix=f"{key}.")
+        else:
+            setattr(obj, name, _coerce(value, types_[name], key))
+
+
+def all_keys(cfg: Config | None = None) -> list[str]:
+    """Every settable dotted key, e.g. ['seed', 'run_dir', 'data.dir', ...]."""
+    cfg = cfg or Config()
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += [f"{f.name}.{sub.name}" for sub in dataclasses.fields(value)]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def parse_overrides(words: list[str]) -> dict:
+    """['train.steps=10', 'seed=3'] -> {'train': {'steps': '10'}, 'seed': '3'} (values still strings)."""
+    nested: dict = {}
+    valid = all_keys()
+    for word in words:
+        if "=" not in word:
+            raise ConfigError(f"override '{word}' is not of the form key=value (e.g. 'train.steps=1000')")
+        key, value = word.split("=", 1)
+        key = key.strip()
+        if key not in valid and not any(v.startswith(key + ".") for v in valid):
+            raise ConfigError(f"unknown key '{key}'{_closest(key, valid)}")
+        node = nested
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML recipe at `path` (optional) <- `key.sub=value` overrides."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe '{path}' not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"recipe '{path}' is not valid YAML: {e}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"recipe '{path}' must be a mapping of sections to keys")
+        _apply(cfg, values)
+    _apply(cfg, parse_overrides(overrides or []))
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically); `load_config(path)` gives back an equal Config."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

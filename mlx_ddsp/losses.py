@@ -1,0 +1,72 @@
+"""Spectral losses on MLX: STFT, magnitude spectrograms and Magenta's multi-scale spectral loss."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from mlx_ddsp.synth import hann_window
+
+DEFAULT_FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
+
+
+def frame_signal(audio: mx.array, frame_size: int, hop_size: int) -> mx.array:
+    """Cut audio into overlapping frames, zero-padding the end so every sample lands in a frame.
+
+    audio: (B, N); hop_size must divide frame_size. Returns (B, n_frames, frame_size) with
+    n_frames = ceil(N / hop_size); frame i starts at sample i * hop_size (TensorFlow's `pad_end=True` framing).
+    """
+    if frame_size % hop_size:
+        raise ValueError(f"hop_size {hop_size} must divide frame_size {frame_size}")
+    batch, n_samples = audio.shape
+    n_frames = -(-n_samples // hop_size)
+    per_frame = frame_size // hop_size
+    padded = mx.pad(audio, [(0, 0), (0, (n_frames + per_frame - 1) * hop_size - n_samples)])
+    blocks = padded.reshape(batch, n_frames + per_frame - 1, hop_size)
+    return mx.concatenate([blocks[:, i : i + n_frames] for i in range(per_frame)], axis=-1)
+
+
+def stft(audio: mx.array, fft_size: int, overlap: float = 0.75) -> mx.array:
+    """Short-time Fourier transform with a Hann window.
+
+    audio: (B, N). Returns complex (B, ceil(N / hop), fft_size // 2 + 1), hop = fft_size * (1 - overlap).
+    """
+    hop_size = int(fft_size * (1.0 - overlap))
+    frames = frame_signal(audio, fft_size, hop_size) * hann_window(fft_size)
+    return mx.fft.rfft(frames, axis=-1)
+
+
+def magnitude_spectrogram(audio: mx.array, fft_size: int, overlap: float = 0.75) -> mx.array:
+    """|STFT| (linear magnitude), (B, n_frames, fft_size // 2 + 1)."""
+    return mx.abs(stft(audio, fft_size, overlap))
+
+
+def safe_log(x: mx.array, eps: float = 1e-5) -> mx.array:
+    """Natural log with inputs floored at eps (Magenta's `safe_log`)."""
+    return mx.log(mx.maximum(x, eps))
+
+
+def multiscale_spectral_loss(
+    target: mx.array,
+    pred: mx.array,
+    fft_sizes=DEFAULT_FFT_SIZES,
+    mag_weight: float = 1.0,
+    logmag_weight: float = 1.0,
+    waveform_weight: float = 0.0,
+) -> mx.array:
+    """Magenta DDSP's spectral reconstruction loss.
+
+    target, pred: (B, N) audio. For each FFT size: mag_weight * mean|S_t - S_p| + logmag_weight *
+    mean|log S_t - log S_p| over Hann-windowed, 75 %-overlap magnitude spectrograms; summed over sizes, plus
+    waveform_weight * mean|target - pred|. Returns a scalar; 0 when target == pred.
+    """
+    loss = mx.array(0.0)
+    for fft_size in fft_sizes:
+        target_mag = magnitude_spectrogram(target, fft_size)
+        pred_mag = magnitude_spectrogram(pred, fft_size)
+        if mag_weight:
+            loss = loss + mag_weight * mx.mean(mx.abs(target_mag - pred_mag))
+        if logmag_weight:
+            loss = loss + logmag_weight * mx.mean(mx.abs(safe_log(target_mag) - safe_log(pred_mag)))
+    if waveform_weight:
+        loss = loss + waveform_weight * mx.mean(mx.abs(target - pred))
+    return loss

@@ -1,0 +1,223 @@
+"""Differentiable synthesis on MLX: harmonic oscillator bank, filtered noise, FFT convolution and reverb.
+
+Conventions shared by every function here:
+- Controls live at frame rate: `T` frames, frame t centred on audio sample t * n_samples / (T - 1), so for audio of
+  `n_samples = (T - 1) * hop` samples the frames sit exactly on multiples of the hop (the features' convention,
+  T = n_samples // hop + 1). Controls are upsampled to audio rate by linear interpolation.
+- Audio is `(B, n_samples)` float32 in [-1, 1]; frequencies in Hz; phases accumulated in cycles (turns).
+All functions are pure MLX and differentiable with respect to their float inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+
+
+def exp_sigmoid(x: mx.array, exponent: float = 10.0, max_value: float = 2.0, threshold: float = 1e-7) -> mx.array:
+    """Magenta's scaled sigmoid for positive synth controls: max_value * sigmoid(x) ** ln(exponent) + threshold."""
+    return max_value * mx.sigmoid(x) ** math.log(exponent) + threshold
+
+
+def hz_to_midi(f_hz: mx.array) -> mx.array:
+    """Frequency in Hz -> MIDI note number (A4 = 440 Hz = 69); 0 Hz maps to a very low note, never -inf."""
+    return 12.0 * (mx.log2(mx.maximum(f_hz, 1e-5)) - math.log2(440.0)) + 69.0
+
+
+def midi_to_hz(midi: mx.array) -> mx.array:
+    """MIDI note number -> frequency in Hz."""
+    return 440.0 * mx.power(2.0, (midi - 69.0) / 12.0)
+
+
+def upsample_frames(frames: mx.array, n_samples: int) -> mx.array:
+    """Linear interpolation from frame rate to audio rate.
+
+    frames: (B, T, C) control values, frame t at sample t * n_samples / (T - 1).
+    Returns (B, n_samples, C).
+    """
+    batch, n_frames, channels = frames.shape
+    if n_frames == 1:
+        return mx.broadcast_to(frames, (batch, n_samples, channels))
+    if n_samples % (n_frames - 1) == 0:  # whole hop: interpolate segment by segment, no gather
+        weight = interpolation_weights(n_samples // (n_frames - 1))[:, None]  # (hop, 1)
+        segments = frames[:, :-1, None] * (1.0 - weight) + frames[:, 1:, None] * weight  # (B, T-1, hop, C)
+        return segments.reshape(batch, n_samples, channels)
+    position = mx.arange(n_samples, dtype=mx.float32) * ((n_frames - 1) / n_samples)
+    lower = mx.floor(position).astype(mx.int32)
+    upper = mx.minimum(lower + 1, n_frames - 1)
+    weight = (position - lower.astype(mx.float32))[None, :, None]
+    return mx.take(frames, lower, axis=1) * (1.0 - weight) + mx.take(frames, upper, axis=1) * weight
+
+
+def interpolation_weights(hop: int) -> mx.array:
+    """(hop,) weights j / hop of the next frame for the samples j = 0..hop-1 of a segment."""
+    return mx.arange(hop, dtype=mx.float32) / hop
+
+
+def wrapped_cumsum(cycles: mx.array) -> mx.array:
+    """Running sum along the last axis, modulo 1, exact over any length (the oscillator phase).
+
+    A float32 `cumsum` of 64000 per-sample phase increments drifts by radians, and blocked or tree-shaped float
+    sums only slow the drift. Here the increments are quantised to 32-bit fixed point (1 cycle = 2**32, a rounding
+    of at most 2**-32 cycles per sample) and summed in uint32, whose overflow *is* the wrap modulo one cycle, so
+    the sum is exact. The gradient is that of the plain float cumsum (the two differ only by whole cycles).
+
+    cycles: (..., N) increments in cycles (turns) in [0, 1). Returns (..., N) inclusive running sums in [0, 1).
+    """
+    fixed_point = (mx.remainder(cycles, 1.0) * 2.0**32).astype(mx.uint32)
+    exact = (mx.cumsum(fixed_point, axis=-1) >> 8).astype(mx.float32) * 2.0**-24
+    approx = mx.cumsum(cycles, axis=-1)
+    return exact + (approx - mx.stop_gradient(approx))
+
+
+def remove_above_nyquist(f0_hz: mx.array, harmonic_distribution: mx.array, sample_rate: int) -> mx.array:
+    """Zero every harmonic k*f0 that reaches Nyquist in this frame or a neighbouring one, then renormalise.
+
+    Checking the neighbours too means the linearly interpolated amplitude is already zero wherever the interpolated
+    frequency can cross Nyquist, so nothing aliases between frames either.
+
+    f0_hz: (B, T); harmonic_distribution: (B, T, K) non-negative. Returns (B, T, K) summing to 1 over the audible
+    harmonics (all zeros where none is audible).
+    """
+    f0_max = f0_hz
+    if f0_hz.shape[1] > 1:
+        f0_max = mx.maximum(f0_max, mx.concatenate([f0_hz[:, 1:], f0_hz[:, -1:]], axis=1))
+        f0_max = mx.maximum(f0_max, mx.concatenate([f0_hz[:, :1], f0_hz[:, :-1]], axis=1))
+    n_harmonics = harmonic_distribution.shape[-1]
+    harmonic_hz = f0_max[..., None] * mx.arange(1, n_harmonics + 1, dtype=mx.float32)
+    audible = harmonic_hz < sample_rate / 2
+    distribution = mx.where(audible, harmonic_distribution, 0.0)
+    return distribution / mx.maximum(mx.sum(distribution, axis=-1, keepdims=True), 1e-7)
+
+
+def harmonic_synth(
+    f0_hz: mx.array,
+    amplitude: mx.array,
+    harmonic_distribution: mx.array,
+    n_samples: int,
+    sample_rate: int,
+) -> mx.array:
+    """Additive synthesis of K harmonics of a time-varying fundamental.
+
+    f0_hz: (B, T) fundamental in Hz at frame rate.
+    amplitude: (B, T) overall linear amplitude (peak of the summed partials when one harmonic is on).
+    harmonic_distribution: (B, T, K) non-negative weights of harmonics 1..K; renormalised to sum to 1 over the
+        harmonics below Nyquist (see `remove_above_nyquist`).
+    Returns (B, n_samples): sum_k amplitude * dist_k * sin(2*pi*k*phase), phase = running sum of f0 / sample_rate
+    (in cycles, accumulated with `wrapped_cumsum`).
+    """
+    harmonic_amplitudes = amplitude[..., None] * remove_above_nyquist(f0_hz, harmonic_distribution, sample_rate)
+    f0_audio = upsample_frames(f0_hz[..., None], n_samples)[..., 0]
+    phase = wrapped_cumsum(f0_audio / sample_rate)  # (B, N) cycles in [0, 1)
+    k = mx.arange(1, harmonic_amplitudes.shape[-1] + 1, dtype=mx.float32)
+    partials = mx.sin((2.0 * math.pi) * phase[..., None] * k)  # (B, N, K)
+    return weighted_sum_of_partials(partials, harmonic_amplitudes)
+
+
+def weighted_sum_of_partials(partials: mx.array, amplitudes: mx.array) -> mx.array:
+    """sum_k upsample(amplitudes)_k[n] * partials[n, k] without materialising the upsampled amplitudes.
+
+    partials: (B, N, K) at audio rate; amplitudes: (B, T, K) at frame rate. Returns (B, N).
+    With a whole hop (N = (T - 1) * hop), each segment's interpolated weighting is two matrix-vector products with
+    the amplitudes of the frames at its ends, blended by the interpolation weights.
+    """
+    batch, n_samples, n_harmonics = partials.shape
+    n_frames = amplitudes.shape[1]
+    if n_frames == 1 or n_samples % (n_frames - 1):
+        return mx.sum(partials * upsample_frames(amplitudes, n_samples), axis=-1)
+    hop = n_samples // (n_frames - 1)
+    segments = partials.reshape(batch, n_frames - 1, hop, n_harmonics)
+    start = (segments @ amplitudes[:, :-1, :, None])[..., 0]  # (B, T-1, hop)
+    end = (segments @ amplitudes[:, 1:, :, None])[..., 0]
+    weight = interpolation_weights(hop)
+    return (start * (1.0 - weight) + end * weight).reshape(batch, n_samples)
+
+
+def hann_window(n: int) -> mx.array:
+    """Periodic Hann window of n samples (w[n/2] = 1; shifted copies at n/2 sum to 1)."""
+    return 0.5 - 0.5 * mx.cos(2.0 * math.pi * mx.arange(n, dtype=mx.float32) / n)
+
+
+def noise_impulse_responses(magnitudes: mx.array) -> mx.array:
+    """Linear-phase FIR filters designed by frequency sampling.
+
+    magnitudes: (..., F) linear gains of F bands evenly spaced from 0 Hz to Nyquist.
+    Returns (..., 2 * (F - 1)) impulse responses: the zero-phase inverse FFT, centred (delay F - 1 samples) and
+    Hann-windowed. All-ones magnitudes give a unit impulse.
+    """
+    n_bands = magnitudes.shape[-1]
+    ir_size = 2 * (n_bands - 1)
+    zero_phase = mx.fft.irfft(magnitudes.astype(mx.complex64), n=ir_size, axis=-1)
+    centred = mx.concatenate([zero_phase[..., ir_size // 2 :], zero_phase[..., : ir_size // 2]], axis=-1)
+    return centred * hann_window(ir_size)
+
+
+def overlap_add(frames: mx.array, hop: int) -> mx.array:
+    """Sum frames placed every `hop` samples.
+
+    frames: (B, T, L). Returns (B, (T - 1) * hop + L).
+    """
+    batch, n_frames, length = frames.shape
+    n_pieces = -(-length // hop)
+    frames = mx.pad(frames, [(0, 0), (0, 0), (0, n_pieces * hop - length)])
+    pieces = frames.reshape(batch, n_frames, n_pieces, hop)
+    out = mx.zeros((batch, n_frames + n_pieces - 1, hop), dtype=frames.dtype)
+    for i in range(n_pieces):
+        out = out + mx.pad(pieces[:, :, i], [(0, 0), (i, n_pieces - 1 - i), (0, 0)])
+    return out.reshape(batch, -1)[:, : (n_frames - 1) * hop + length]
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def filtered_noise(magnitudes: mx.array, n_samples: int, key: mx.array | None = None) -> mx.array:
+    """White noise shaped by a time-varying linear-phase FIR filter.
+
+    magnitudes: (B, T, F) linear gains of F bands evenly spaced from 0 Hz to Nyquist, one filter per frame.
+    key: optional PRNG key; the same key gives the same noise. Without it the global MLX random state is used.
+    Returns (B, n_samples). Uniform noise in [-1, 1] is cut into Hann-windowed frames of 2 * hop samples centred on
+    the frame positions (the windows sum to one), each frame is convolved with its filter (FFT), and the results
+    are overlap-added with the filters' group delay removed. All-ones magnitudes return the white noise itself.
+    """
+    if magnitudes.shape[1] == 1:  # one filter for the whole signal: hold it at both ends
+        magnitudes = mx.concatenate([magnitudes, magnitudes], axis=1)
+    batch, n_frames, _ = magnitudes.shape
+    hop = -(-n_samples // (n_frames - 1))
+    impulse_responses = noise_impulse_responses(magnitudes)  # (B, T, L)
+    ir_size = impulse_responses.shape[-1]
+    noise = mx.random.uniform(-1.0, 1.0, (batch, (n_frames + 1) * hop), key=key)
+    blocks = noise.reshape(batch, n_frames + 1, hop)
+    frames = mx.concatenate([blocks[:, :-1], blocks[:, 1:]], axis=-1) * hann_window(2 * hop)  # (B, T, 2 hop)
+    n_fft = _next_pow2(2 * hop + ir_size - 1)
+    spectrum = mx.fft.rfft(frames, n=n_fft, axis=-1) * mx.fft.rfft(impulse_responses, n=n_fft, axis=-1)
+    filtered = mx.fft.irfft(spectrum, n=n_fft, axis=-1)[..., : 2 * hop + ir_size - 1]
+    audio = overlap_add(filtered, hop)
+    start = hop + ir_size // 2  # frame t's centre sits at padded sample t*hop + hop, delayed by ir_size / 2
+    return audio[:, start : start + n_samples]
+
+
+def fft_convolve(audio: mx.array, impulse_response: mx.array) -> mx.array:
+    """Causal linear convolution via FFT, cropped to the input length.
+
+    audio: (B, N); impulse_response: (B, L) or (L,) (shared). Returns (B, N): y[n] = sum_m h[m] x[n - m].
+    """
+    if impulse_response.ndim == 1:
+        impulse_response = impulse_response[None]
+    n_samples = audio.shape[-1]
+    n_fft = _next_pow2(n_samples + impulse_response.shape[-1] - 1)
+    spectrum = mx.fft.rfft(audio, n=n_fft, axis=-1) * mx.fft.rfft(impulse_response, n=n_fft, axis=-1)
+    return mx.fft.irfft(spectrum, n=n_fft, axis=-1)[..., :n_samples]
+
+
+def reverb(audio: mx.array, impulse_response: mx.array) -> mx.array:
+    """Dry signal plus its convolution with a reverb impulse response whose first tap is forced to zero.
+
+    audio: (B, N); impulse_response: (B, L) or (L,). Returns (B, N) = audio + fft_convolve(audio, ir[1:] delayed).
+    The first tap is the dry path's job, so a learned IR cannot double it.
+    """
+    first_tap_zero = mx.concatenate(
+        [mx.zeros_like(impulse_response[..., :1]), impulse_response[..., 1:]], axis=-1
+    )
+    return audio + fft_convolve(audio, first_tap_zero)
