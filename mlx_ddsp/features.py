@@ -1,0 +1,229 @@
+"""Frame-wise conditioning features: fundamental frequency with voicing confidence, and A-weighted loudness.
+
+Frame convention (shared by every feature and by the synth): at `frame_rate` frames/s the hop is
+`hop = sample_rate // frame_rate` samples, there are `T = n_samples // hop + 1` frames, and frame t is centred on
+sample `t * hop` (the signal is zero-padded at both ends). A 4 s example at 16 kHz and 250 frames/s has 1001 frames.
+
+These run in numpy during preprocessing (not in the training path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOUDNESS_FLOOR_DB = -80.0
+
+
+def frame_hop(sample_rate: int, frame_rate: int) -> int:
+    """Samples per frame; the frame rate must divide the sample rate."""
+    if sample_rate % frame_rate:
+        raise ValueError(f"frame_rate {frame_rate} must divide sample_rate {sample_rate}")
+    return sample_rate // frame_rate
+
+
+def n_frames_for(n_samples: int, hop: int) -> int:
+    return n_samples // hop + 1
+
+
+def centred_frames(audio: np.ndarray, frame_length: int, hop: int, start: int = 0, count: int | None = None):
+    """(count, frame_length) frames with frame t centred on sample (start + t) * hop; zeros outside the signal."""
+    n_total = n_frames_for(len(audio), hop)
+    count = n_total - start if count is None else count
+    half = frame_length // 2
+    first = (start * hop) - half
+    last = ((start + count - 1) * hop) - half + frame_length
+    lo, hi = max(first, 0), min(last, len(audio))
+    padded = np.zeros(last - first, dtype=np.float32)
+    padded[lo - first : hi - first] = audio[lo:hi]
+    return np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop][:count]
+
+
+# --- loudness -------------------------------------------------------------------------------------------------
+
+
+def a_weighting_db(frequencies_hz: np.ndarray) -> np.ndarray:
+    """IEC 61672 A-weighting in dB (0 dB at 1 kHz, -inf at DC)."""
+    f2 = np.asarray(frequencies_hz, dtype=np.float64) ** 2
+    ra = (12194.0**2 * f2**2) / ((f2 + 20.6**2) * np.sqrt((f2 + 107.7**2) * (f2 + 737.9**2)) * (f2 + 12194.0**2))
+    with np.errstate(divide="ignore"):
+        return 20.0 * np.log10(ra) + 2.0
+
+
+def compute_loudness(audio: np.ndarray, sample_rate: int, frame_rate: int = 250, n_fft: int = 1024) -> np.ndarray:
+    """A-weighted loudness in dB per frame, floored at -80 dB.
+
+    audio: (n_samples,) float in [-1, 1]. Returns (T,) float32 (see the module's frame convention).
+    Per frame: Hann-windowed power spectrum, each bin weighted by the A-weighting power gain, summed with
+    Parseval's normalisation so the result is the A-weighted mean-square level of the frame (Magenta DDSP's
+    definition up to its constant reference): a sine of amplitude A at 1 kHz reads 20*log10(A) - 3.01 dB.
+    """
+    hop = frame_hop(sample_rate, frame_rate)
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    gain = 10.0 ** (a_weighting_db(frequencies) / 10.0)
+    gain[1:-1] *= 2.0  # one-sided spectrum: every bin but DC and Nyquist stands for two
+    gain /= n_fft * np.sum(window.astype(np.float64) ** 2)
+    n_total = n_frames_for(len(audio), hop)
+    out = np.empty(n_total, np.float32)
+    block = 4096
+    for start in range(0, n_total, block):
+        frames = centred_frames(audio, n_fft, hop, start, min(block, n_total - start)) * window
+        power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2 @ gain
+        out[start : start + len(frames)] = 10.0 * np.log10(np.maximum(power, 1e-20))
+    return np.maximum(out, LOUDNESS_FLOOR_DB)
+
+
+# --- f0 -------------------------------------------------------------------------------------------------------
+
+N_CANDIDATES = 8
+_THRESHOLDS = np.linspace(0.01, 1.0, 100)
+# pYIN's prior over the YIN threshold: Beta(2, 18), mean 0.1.
+_THRESHOLD_PRIOR = _THRESHOLDS * (1.0 - _THRESHOLDS) ** 17
+_THRESHOLD_PRIOR /= _THRESHOLD_PRIOR.sum()
+_ABSOLUTE_MIN_WEIGHT = 0.01  # pYIN: a threshold no dip passes gives this share to the deepest dip
+
+
+def _difference(frames: np.ndarray, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """YIN's difference function d(tau) and its cumulative mean normalised form d'(tau), tau = 0..max_lag.
+
+    frames: (n, W + max_lag). Returns two (n, max_lag + 1) arrays.
+    """
+    n, length = frames.shape
+    window = length - max_lag
+    n_fft = 1 << (length + window - 1).bit_length()
+    spectrum = np.fft.rfft(frames, n_fft, axis=-1)
+    head = np.fft.rfft(frames[:, :window], n_fft, axis=-1)
+    correlation = np.fft.irfft(np.conj(head) * spectrum, n_fft, axis=-1)[:, : max_lag + 1]
+    energy = np.concatenate([np.zeros((n, 1)), np.cumsum(frames.astype(np.float64) ** 2, axis=-1)], axis=-1)
+    shifted_energy = energy[:, window : window + max_lag + 1] - energy[:, : max_lag + 1]
+    difference = np.maximum(energy[:, window : window + 1] + shifted_energy - 2.0 * correlation, 0.0)
+    difference[:, 0] = 0.0
+    running = np.cumsum(difference[:, 1:], axis=-1)
+    tau = np.arange(1, max_lag + 1)
+    normalised = np.ones_like(difference)
+    np.divide(difference[:, 1:] * tau, running, out=normalised[:, 1:], where=running > 1e-12 * window)
+    return difference, normalised
+
+
+def _candidates(difference: np.ndarray, cmndf: np.ndarray, min_lag: int):
+    """First N_CANDIDATES local minima of d' (in lag order), their lags refined by a parabola through d.
+
+    The raw difference d is locally quadratic around a period; d' is not (its normalisation tilts it, which biases
+    short lags, i.e. high notes, sharp). Returns lags (n, M) (np.inf where missing) and values of d' (n, M).
+    """
+    d = cmndf
+    interior = d[:, 1:-1]
+    is_min = (interior < d[:, :-2]) & (interior <= d[:, 2:])
+    is_min[:, : max(min_lag - 1, 0)] = False
+    n = d.shape[0]
+    lags = np.full((n, N_CANDIDATES), np.inf)
+    values = np.full((n, N_CANDIDATES), np.inf)
+    rows, cols = np.nonzero(is_min)
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # position of each minimum within its row
+    keep = rank < N_CANDIDATES
+    rows, cols, rank = rows[keep], cols[keep] + 1, rank[keep]
+    left, mid, right = difference[rows, cols - 1], difference[rows, cols], difference[rows, cols + 1]
+    curvature = left - 2.0 * mid + right
+    offset = np.where(curvature > 0, 0.5 * (left - right) / np.where(curvature > 0, curvature, 1.0), 0.0)
+    lags[rows, rank] = cols + np.clip(offset, -1.0, 1.0)
+    values[rows, rank] = d[rows, cols]
+    return lags, values
+
+
+def _candidate_probabilities(values: np.ndarray) -> np.ndarray:
+    """pYIN's probability that each candidate is the pitch: the prior mass of thresholds it is the first to pass."""
+    below = values[:, :, None] < _THRESHOLDS[None, None, :]  # (n, M, thresholds)
+    any_below = below.any(axis=1)
+    first = np.argmax(below, axis=1)  # (n, thresholds)
+    probs = np.zeros(values.shape)
+    rows = np.broadcast_to(np.arange(len(values))[:, None], first.shape)
+    np.add.at(probs, (rows[any_below], first[any_below]), np.broadcast_to(_THRESHOLD_PRIOR, first.shape)[any_below])
+    deepest = np.argmin(values, axis=1)
+    none_mass = (~any_below * _THRESHOLD_PRIOR).sum(axis=1) * _ABSOLUTE_MIN_WEIGHT
+    probs[np.arange(len(values)), deepest] += np.where(np.isfinite(values.min(axis=1)), none_mass, 0.0)
+    return probs
+
+
+def _viterbi(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) -> np.ndarray:
+    """Cheapest path through per-frame candidates; a jump of c cents into frame t costs jump_cost[t] * |c| / 1200.
+
+    cost_emit, cents: (n, m); a NaN in `cents` marks a missing candidate (moving to or from it is free).
+    jump_cost: (n,) cost of an octave's jump into each frame.
+    """
+    n, m = cost_emit.shape
+    valid = np.isfinite(cents)
+    jump = np.abs(np.nan_to_num(cents[1:, None, :]) - np.nan_to_num(cents[:-1, :, None]))  # (n-1, from, to)
+    jump = jump * (jump_cost[1:, None, None] / 1200.0)
+    transitions = np.where(valid[1:, None, :] & valid[:-1, :, None], jump, 0.0)
+    back = np.empty((n - 1, m), np.intp)
+    total = cost_emit[0].copy()
+    cols = np.arange(m)
+    for t in range(n - 1):
+        scores = total[:, None] + transitions[t]
+        back[t] = np.argmin(scores, axis=0)
+        total = scores[back[t], cols] + cost_emit[t + 1]
+    path = np.empty(n, np.intp)
+    path[-1] = np.argmin(total)
+    for t in range(n - 2, -1, -1):
+        path[t] = back[t, path[t + 1]]
+    return path
+
+
+def _fill_unvoiced(f0_hz: np.ndarray, voiced: np.ndarray, fallback_hz: float) -> np.ndarray:
+    """Interpolate f0 across unvoiced frames in log frequency, holding the nearest value at the ends."""
+    if not voiced.any():
+        return np.full_like(f0_hz, fallback_hz)
+    index = np.arange(len(f0_hz))
+    return np.exp2(np.interp(index, index[voiced], np.log2(f0_hz[voiced]))).astype(np.float32)
+
+
+def estimate_f0(
+    audio: np.ndarray,
+    sample_rate: int,
+    frame_rate: int = 250,
+    f0_min_hz: float = 50.0,
+    f0_max_hz: float = 2000.0,
+    octave_cost: float = 2.0,
+    voicing_threshold: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fundamental frequency and voicing confidence, pYIN-style with Viterbi smoothing over candidates.
+
+    audio: (n_samples,) float. Returns `(f0_hz, confidence)`, each (T,) float32 (see the module's frame convention).
+    Per frame, YIN's cumulative mean normalised difference is computed (FFT, vectorised over frames); its first
+    local minima are candidate periods (parabolic sub-sample refinement), each weighted by pYIN's threshold-prior
+    probability (prefers the first dip that is deep enough, which suppresses sub-octave errors). A Viterbi pass
+    picks one candidate per frame, trading the candidates' probabilities against pitch jumps (`octave_cost` per
+    octave) to suppress octave errors. `confidence` in [0, 1] is the frame's total voiced probability; frames below
+    `voicing_threshold` are unvoiced, and there f0 is interpolated (in log frequency) between the neighbouring
+    voiced frames, so f0 never jumps to 0.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    hop = frame_hop(sample_rate, frame_rate)
+    min_lag = max(2, int(np.floor(sample_rate / f0_max_hz)))
+    max_lag = int(np.ceil(sample_rate / f0_min_hz))
+    frame_length = 2 * max_lag + 2
+    n_total = n_frames_for(len(audio), hop)
+    lags = np.empty((n_total, N_CANDIDATES))
+    probs = np.empty((n_total, N_CANDIDATES))
+    block = 2048
+    for start in range(0, n_total, block):
+        frames = centred_frames(audio, frame_length, hop, start, min(block, n_total - start))
+        block_lags, values = _candidates(*_difference(frames, max_lag), min_lag)
+        lags[start : start + len(frames)] = block_lags
+        probs[start : start + len(frames)] = _candidate_probabilities(values)
+    confidence = probs.sum(axis=1)
+    valid = np.isfinite(lags)
+    cents = np.where(valid, 1200.0 * np.log2(np.where(valid, sample_rate / lags, 1.0) / 440.0), np.nan)
+    # Emission cost: -log of each candidate's probability relative to the frame's best, weighted by how voiced the
+    # frame is (noise and silence do not steer the path); missing candidates never win.
+    relative = probs / np.maximum(probs.max(axis=1, keepdims=True), 1e-12)
+    cost = np.where(valid, -np.log(np.maximum(relative, 1e-4)) * confidence[:, None], 1e9)
+    cost[~valid.any(axis=1), 0] = 0.0  # frames with no candidate at all
+    # Jumps cost most between confidently voiced frames; through silence and noise the path moves freely.
+    jump_cost = octave_cost * np.minimum(confidence, np.concatenate([confidence[:1], confidence[:-1]]))
+    path = _viterbi(cost, cents, jump_cost)
+    chosen = lags[np.arange(n_total), path]
+    f0_hz = np.where(np.isfinite(chosen), sample_rate / np.where(np.isfinite(chosen), chosen, 1.0), 0.0)
+    voiced = (confidence >= voicing_threshold) & (f0_hz >= f0_min_hz) & (f0_hz <= f0_max_hz)
+    f0_hz = _fill_unvoiced(f0_hz.astype(np.float32), voiced, np.sqrt(f0_min_hz * f0_max_hz))
+    return f0_hz, np.clip(confidence, 0.0, 1.0).astype(np.float32)
