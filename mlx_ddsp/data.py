@@ -1,0 +1,81 @@
+"""Mini-batches from the preprocessing cache, held in memory, in a seeded order that resumes from a step number.
+
+    dataset = ExampleSet(cache_dir, "train")
+    batches = BatchStream(dataset, batch_size=16, seed=0)
+    batch = batches.batch(step)   # {"audio": (B, N), "f0_hz": (B, T), "confidence": (B, T), "loudness_db": (B, T)}
+
+The order is a concatenation of per-epoch permutations drawn from (seed, epoch), so batch `step` is a pure function
+of (seed, step): a resumed run sees exactly the batches the uninterrupted run would have. Every batch is full
+(epochs run into each other), so shapes never change and a compiled step never recompiles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+FEATURES = ("f0_hz", "confidence", "loudness_db")
+
+
+class ExampleSet:
+    """All examples of one split of a cache. Example i is (file, start frame); arrays are sliced on demand."""
+
+    def __init__(self, cache_dir: str | Path, split: str):
+        cache_dir = Path(cache_dir)
+        manifest = json.loads((cache_dir / "manifest.json").read_text())
+        self.stats = manifest["stats"]
+        self.n_samples = manifest["example_samples"]
+        self.n_frames = manifest["example_frames"]
+        self.hop = self.n_samples // (self.n_frames - 1)
+        self.files, self.names, self.index = [], [], []
+        for entry in manifest["files"]:
+            if entry["status"] != "ok" or entry["split"] != split:
+                continue
+            with np.load(cache_dir / "files" / f"{entry['key']}.npz") as data:
+                self.files.append({k: data[k] for k in ("audio", *FEATURES)})
+            self.names.append(entry["path"])
+            self.index += [(len(self.files) - 1, start) for start in entry["starts"]]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def example(self, i: int) -> dict[str, np.ndarray]:
+        """{"audio": (N,), "f0_hz" / "confidence" / "loudness_db": (T,)} as numpy arrays."""
+        file, start = self.index[i]
+        arrays = self.files[file]
+        out = {k: arrays[k][start : start + self.n_frames] for k in FEATURES}
+        out["audio"] = arrays["audio"][start * self.hop : start * self.hop + self.n_samples]
+        return out
+
+    def stack(self, indices) -> dict[str, mx.array]:
+        """Examples `indices` as one batch of MLX arrays."""
+        examples = [self.example(int(i)) for i in indices]
+        return {k: mx.array(np.stack([e[k] for e in examples])) for k in ("audio", *FEATURES)}
+
+
+class BatchStream:
+    """Seeded, resumable batches: `batch(step)` depends only on (seed, step)."""
+
+    def __init__(self, dataset: ExampleSet, batch_size: int, seed: int):
+        if len(dataset) == 0:
+            raise ValueError("the dataset has no examples")
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self._permutations: dict[int, np.ndarray] = {}
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch not in self._permutations:
+            if len(self._permutations) > 4:
+                self._permutations.clear()
+            self._permutations[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
+        return self._permutations[epoch]
+
+    def indices(self, step: int) -> np.ndarray:
+        positions = step * self.batch_size + np.arange(self.batch_size)
+        n = len(self.dataset)
+        return np.array([self._permutation(int(p // n))[p % n] for p in positions])
+
+    def batch(self, step: int) -> dict[str, mx.array]:
+        return self.dataset.stack(self.indices(step))

@@ -1,0 +1,108 @@
+"""f0 and loudness against signals with known pitch and level."""
+
+import numpy as np
+import pytest
+
+from mlx_ddsp.audio import load_audio
+from mlx_ddsp.features import a_weighting_db, compute_loudness, estimate_f0
+
+SR, FRAME_RATE, HOP = 16000, 250, 64
+
+
+def harmonic_tone(f0_hz, seconds=2.0, amplitudes=(1.0, 0.5, 0.3, 0.2), vibrato_cents=0.0, vibrato_hz=5.5, seed=0):
+    """A tone with the given partials and sinusoidal vibrato; returns (audio, f0 per sample)."""
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    f0 = f0_hz * 2.0 ** (vibrato_cents / 1200.0 * np.sin(2 * np.pi * vibrato_hz * t))
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    audio = sum(a * np.sin((k + 1) * phase) for k, a in enumerate(amplitudes))
+    audio = 0.5 * audio / np.max(np.abs(audio))
+    audio += 0.002 * np.random.default_rng(seed).normal(size=n)
+    return audio.astype(np.float32), f0
+
+
+def test_frame_convention():
+    f0, confidence = estimate_f0(np.zeros(64000, np.float32), SR, FRAME_RATE)
+    assert f0.shape == confidence.shape == (64000 // HOP + 1,)
+    assert compute_loudness(np.zeros(1000, np.float32), SR, FRAME_RATE).shape == (1000 // HOP + 1,)
+
+
+@pytest.mark.parametrize("f0_hz", [82.4, 196.0, 440.0, 987.8, 1760.0])
+@pytest.mark.parametrize("vibrato_cents", [0.0, 40.0])
+def test_f0_of_harmonic_tones_with_vibrato(f0_hz, vibrato_cents):
+    audio, true_f0 = harmonic_tone(f0_hz, vibrato_cents=vibrato_cents)
+    f0, confidence = estimate_f0(audio, SR, FRAME_RATE)
+    frames = np.arange(10, len(f0) - 10)  # away from the edges
+    truth = true_f0[frames * HOP]
+    cents = 1200 * np.abs(np.log2(f0[frames] / truth))
+    assert np.mean(cents < 50) >= 0.99
+    assert np.median(cents) < 10
+    assert np.mean(confidence[frames] >= 0.5) >= 0.99
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: with odd partials 15 dB down the tracker reports the octave "
+                   "above (pYIN's first-dip rule); a sub-harmonic takeover rule fixed this but cost 3 % raw pitch "
+                   "accuracy on the flute corpus")
+def test_weak_fundamental_is_not_an_octave_error():
+    """A missing-ish fundamental with strong even partials: YIN's classic octave trap."""
+    audio, _ = harmonic_tone(220.0, amplitudes=(0.15, 1.0, 0.2, 0.8, 0.1, 0.4))
+    f0, _ = estimate_f0(audio, SR, FRAME_RATE)
+    cents = 1200 * np.abs(np.log2(f0[10:-10] / 220.0))
+    assert np.mean(cents < 50) >= 0.98
+
+
+def test_unvoiced_noise_and_silence_have_low_confidence_and_sensible_f0():
+    rng = np.random.default_rng(1)
+    tone, _ = harmonic_tone(330.0, seconds=1.0)
+    audio = np.concatenate([tone, np.zeros(SR // 2, np.float32), 0.3 * rng.normal(size=SR // 2).astype(np.float32), tone])
+    f0, confidence = estimate_f0(audio, SR, FRAME_RATE)
+    gap = slice(260, 490)  # silence then white noise
+    assert np.mean(confidence[gap] < 0.5) >= 0.95
+    # f0 is held/interpolated across the gap, never 0 and never wild.
+    assert np.all(np.abs(1200 * np.log2(f0[gap] / 330.0)) < 50)
+    assert np.all(np.isfinite(f0)) and np.all(f0 > 0)
+
+
+def test_glide_is_tracked():
+    n = 2 * SR
+    f0_true = np.geomspace(300.0, 600.0, n)
+    audio = (0.5 * np.sin(2 * np.pi * np.cumsum(f0_true) / SR) + 0.2 * np.sin(4 * np.pi * np.cumsum(f0_true) / SR)).astype(np.float32)
+    f0, _ = estimate_f0(audio, SR, FRAME_RATE)
+    frames = np.arange(10, len(f0) - 10)
+    assert np.mean(1200 * np.abs(np.log2(f0[frames] / f0_true[frames * HOP])) < 50) >= 0.99
+
+
+def test_bundled_flute_file_against_midi_truth():
+    """One bundled FluidR3 flute file: raw pitch accuracy over clearly voiced frames (attacks left out)."""
+    audio = load_audio("data/flute/flute_03.flac", SR)
+    truth = np.load("data/flute_truth/flute_03.npz")
+    f0, confidence = estimate_f0(audio, SR, FRAME_RATE)
+    n = min(len(f0), len(truth["f0_hz"]))
+    keep = truth["voiced"][:n] & ~truth["ambiguous"][:n]
+    cents = 1200 * np.abs(np.log2(f0[:n][keep] / truth["f0_hz"][:n][keep]))
+    assert np.mean(cents < 50) >= 0.97
+    scored = ~truth["ambiguous"][:n]
+    assert np.mean((confidence[:n] >= 0.5)[scored] == truth["voiced"][:n][scored]) >= 0.93
+
+
+@pytest.mark.parametrize("amplitude", [1.0, 0.1, 0.01])
+def test_loudness_of_a_1khz_sine(amplitude):
+    t = np.arange(SR) / SR
+    audio = (amplitude * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
+    loudness = compute_loudness(audio, SR, FRAME_RATE)
+    expected = 20 * np.log10(amplitude) - 3.0103 + a_weighting_db(1000.0)
+    np.testing.assert_allclose(loudness[10:-10], expected, atol=0.05)
+
+
+def test_loudness_a_weighting_and_floor():
+    t = np.arange(SR) / SR
+    low = compute_loudness((0.5 * np.sin(2 * np.pi * 100.0 * t)).astype(np.float32), SR)
+    mid = compute_loudness((0.5 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32), SR)
+    # A-weighting: 100 Hz sits about 19.1 dB below 1 kHz.
+    assert np.median(mid - low) == pytest.approx(19.1, abs=0.3)
+    assert a_weighting_db(1000.0) == pytest.approx(0.0, abs=0.01)
+    assert np.all(compute_loudness(np.zeros(SR, np.float32), SR) == -80.0)
+    # 6 dB louder reads 6 dB louder.
+    np.testing.assert_allclose(compute_loudness((2 * 0.25 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR)[10:-10]
+                               - compute_loudness((0.25 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR)[10:-10],
+                               20 * np.log10(2), atol=0.01)
