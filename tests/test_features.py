@@ -1,5 +1,7 @@
 """f0 and loudness against signals with known pitch and level."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from mlx_ddsp.audio import load_audio
 from mlx_ddsp.features import a_weighting_db, compute_loudness, estimate_f0
 
 SR, FRAME_RATE, HOP = 16000, 250, 64
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def harmonic_tone(f0_hz, seconds=2.0, amplitudes=(1.0, 0.5, 0.3, 0.2), vibrato_cents=0.0, vibrato_hz=5.5, seed=0):
@@ -74,8 +77,8 @@ def test_glide_is_tracked():
 
 def test_bundled_flute_file_against_midi_truth():
     """One bundled FluidR3 flute file: raw pitch accuracy over clearly voiced frames (attacks left out)."""
-    audio = load_audio("data/flute/flute_03.flac", SR)
-    truth = np.load("data/flute_truth/flute_03.npz")
+    audio = load_audio(DATA / "flute" / "flute_03.flac", SR)
+    truth = np.load(DATA / "flute_truth" / "flute_03.npz")
     f0, confidence = estimate_f0(audio, SR, FRAME_RATE)
     n = min(len(f0), len(truth["f0_hz"]))
     keep = truth["voiced"][:n] & ~truth["ambiguous"][:n]
