@@ -176,10 +176,13 @@ def _save_npz(path: Path, arrays: dict) -> None:
         np.savez(tmp, **arrays)
 
 
-def _load_npz(path: Path) -> dict | None:
+def _load_features(path: Path) -> dict | None:
+    """A cached file's frame features (not its audio, which re-runs never need), or None if missing or damaged."""
     try:
         with np.load(path) as data:
-            return {k: data[k] for k in ("audio", "f0_hz", "confidence", "loudness_db")}
+            if "audio" not in data.files:
+                return None
+            return {k: data[k] for k in ("f0_hz", "confidence", "loudness_db")}
     except (OSError, ValueError, KeyError, EOFError):
         return None
 
@@ -207,7 +210,7 @@ def preprocess(cfg: Config, console: Console | None = None) -> dict:
             if reason is None:
                 try:
                     key = file_key(relpath, path.stat(), params)
-                    cached = _load_npz(files_dir / f"{key}.npz")
+                    cached = _load_features(files_dir / f"{key}.npz")
                     if cached is None:
                         cached = compute_file_features(path, cfg)
                         _save_npz(files_dir / f"{key}.npz", cached)
@@ -219,7 +222,7 @@ def preprocess(cfg: Config, console: Console | None = None) -> dict:
                     reason = f"error while processing ({type(e).__name__}: {e})"
                 if reason is None:
                     entry.update(status="ok", reason=None, key=key, chunks=len(file_starts), starts=file_starts,
-                                 seconds=round(len(cached["audio"]) / cfg.data.sample_rate, 3))
+                                 seconds=round((len(cached["loudness_db"]) - 1) / cfg.features.frame_rate, 3))
                     arrays.append(cached)
                     starts.append(file_starts)
                 else:
