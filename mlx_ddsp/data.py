@@ -17,8 +17,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-FEATURES = ("f0_hz", "confidence", "loudness_db")
-
+from mlx_ddsp.features import FEATURE_NAMES
 
 class ExampleSet:
     """All examples of one split of a cache. Example i is (file, start frame); arrays are sliced on demand."""
@@ -35,7 +34,7 @@ class ExampleSet:
             if entry["status"] != "ok" or entry["split"] != split:
                 continue
             with np.load(cache_dir / "files" / f"{entry['key']}.npz") as data:
-                self.files.append({k: data[k] for k in ("audio", *FEATURES)})
+                self.files.append({k: data[k] for k in ("audio", *FEATURE_NAMES)})
             self.names.append(entry["path"])
             self.index += [(len(self.files) - 1, start) for start in entry["starts"]]
 
@@ -46,14 +45,14 @@ class ExampleSet:
         """{"audio": (N,), "f0_hz" / "confidence" / "loudness_db": (T,)} as numpy arrays."""
         file, start = self.index[i]
         arrays = self.files[file]
-        out = {k: arrays[k][start : start + self.n_frames] for k in FEATURES}
+        out = {k: arrays[k][start : start + self.n_frames] for k in FEATURE_NAMES}
         out["audio"] = arrays["audio"][start * self.hop : start * self.hop + self.n_samples]
         return out
 
     def stack(self, indices) -> dict[str, mx.array]:
         """Examples `indices` as one batch of MLX arrays."""
         examples = [self.example(int(i)) for i in indices]
-        return {k: mx.array(np.stack([e[k] for e in examples])) for k in ("audio", *FEATURES)}
+        return {k: mx.array(np.stack([e[k] for e in examples])) for k in ("audio", *FEATURE_NAMES)}
 
 
 class BatchStream:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 LOUDNESS_FLOOR_DB = -80.0
+FEATURE_NAMES = ("f0_hz", "confidence", "loudness_db")  # the per-frame arrays the cache stores beside the audio
 
 
 def frame_hop(sample_rate: int, frame_rate: int) -> int:

@@ -34,7 +34,7 @@ from rich.table import Table
 from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.audio import AUDIO_EXTENSIONS, AudioError, load_audio
 from mlx_ddsp.config import Config, ConfigError, load_config
-from mlx_ddsp.features import compute_loudness, estimate_f0, frame_hop
+from mlx_ddsp.features import FEATURE_NAMES, compute_loudness, estimate_f0, frame_hop
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
@@ -60,12 +60,16 @@ def feature_params(cfg: Config) -> dict:
     }
 
 
-def example_samples(cfg: Config) -> int:
-    hop = frame_hop(cfg.data.sample_rate, cfg.features.frame_rate)
-    frames = cfg.data.example_seconds * cfg.features.frame_rate
-    if abs(frames - round(frames)) > 1e-9:
+def example_hops(cfg: Config) -> int:
+    """Frame hops in one example: an example spans frames [s, s + example_hops] (example_hops + 1 frames)."""
+    hops = cfg.data.example_seconds * cfg.features.frame_rate
+    if abs(hops - round(hops)) > 1e-9:
         raise ConfigError("data.example_seconds * features.frame_rate must be a whole number of frames")
-    return int(round(frames)) * hop
+    return int(round(hops))
+
+
+def example_samples(cfg: Config) -> int:
+    return example_hops(cfg) * frame_hop(cfg.data.sample_rate, cfg.features.frame_rate)
 
 
 def scan(data_dir: Path) -> list[tuple[Path, str | None]]:
@@ -115,7 +119,7 @@ def compute_file_features(path: Path, cfg: Config) -> dict:
 
 def chunk_starts(loudness_db: np.ndarray, cfg: Config) -> tuple[list[int], str | None]:
     """Start frames of the examples kept from one file, or a reason why none is."""
-    example_frames = int(round(cfg.data.example_seconds * cfg.features.frame_rate))
+    example_frames = example_hops(cfg)
     hop_frames = max(1, int(round(cfg.data.hop_seconds * cfg.features.frame_rate)))
     n_frames = len(loudness_db)
     starts = range(0, n_frames - example_frames, hop_frames)  # example i spans frames [s, s + example_frames]
@@ -141,7 +145,7 @@ def split_files(relpaths: list[str], cfg: Config) -> dict[str, str]:
 
 def training_stats(arrays: list[dict], starts: list[list[int]], cfg: Config) -> dict:
     """Mean, std and quantiles of f0 (confident frames, Hz and MIDI) and loudness over the training examples."""
-    example_frames = int(round(cfg.data.example_seconds * cfg.features.frame_rate))
+    example_frames = example_hops(cfg)
     f0, loud = [], []
     for a, file_starts in zip(arrays, starts):
         for s in file_starts:
@@ -182,7 +186,7 @@ def _load_features(path: Path) -> dict | None:
         with np.load(path) as data:
             if "audio" not in data.files:
                 return None
-            return {k: data[k] for k in ("f0_hz", "confidence", "loudness_db")}
+            return {k: data[k] for k in FEATURE_NAMES}
     except (OSError, ValueError, KeyError, EOFError):
         return None
 
@@ -244,7 +248,7 @@ def preprocess(cfg: Config, console: Console | None = None) -> dict:
         "files": entries,
         "stats": training_stats([a for a, _ in train], [s for _, s in train], cfg),
         "example_samples": example_samples(cfg),
-        "example_frames": int(round(cfg.data.example_seconds * cfg.features.frame_rate)) + 1,
+        "example_frames": example_hops(cfg) + 1,
     }
     with atomic_path(cache_dir / MANIFEST) as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=1))
