@@ -1,0 +1,216 @@
+"""The DDSP autoencoder's network half: Magenta's RnnFcDecoder, a fast GRU, and the `DDSP` module wiring it to the synth.
+
+    model = DDSP(cfg.model, cfg.synth, sample_rate=16000, feature_frame_rate=250)
+    out = model(f0_hz, loudness_db, n_samples)     # f0_hz, loudness_db: (B, T) at the feature frame rate
+    out["audio"]                                    # (B, n_samples)
+
+The decoder may run at a lower frame rate than the features (`model.frame_rate`, e.g. 50 frames/s as in DDSP-VST):
+its inputs are taken every `stride` feature frames and its controls are upsampled to audio rate by the synth.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from mlx_ddsp.config import ModelConfig, SynthConfig
+from mlx_ddsp.synth import exp_sigmoid, filtered_noise, harmonic_synth, hz_to_midi
+
+F0_RANGE_MIDI = 127.0  # f0 input scaling: MIDI note / 127, as in Magenta
+LOUDNESS_RANGE_DB = 80.0  # loudness input scaling: dB / 80 + 1, as in Magenta (the loudness floor is -80 dB)
+
+
+def scale_f0(f0_hz: mx.array) -> mx.array:
+    """(B, T) Hz -> (B, T, 1) MIDI / 127, about [0, 1] for musical pitches."""
+    return (hz_to_midi(f0_hz) / F0_RANGE_MIDI)[..., None]
+
+
+def scale_loudness(loudness_db: mx.array) -> mx.array:
+    """(B, T) A-weighted dB (floor -80) -> (B, T, 1) dB / 80 + 1, about [0, 1]."""
+    return (loudness_db / LOUDNESS_RANGE_DB + 1.0)[..., None]
+
+
+class MLP(nn.Module):
+    """`n_layers` x (Dense -> LayerNorm -> leaky ReLU(0.2)), Magenta's fc_stack."""
+
+    def __init__(self, input_size: int, hidden_size: int, n_layers: int):
+        super().__init__()
+        sizes = [input_size] + [hidden_size] * n_layers
+        self.linears = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.norms = [nn.LayerNorm(hidden_size) for _ in range(n_layers)]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for linear, norm in zip(self.linears, self.norms):
+            x = nn.leaky_relu(norm(linear(x)), negative_slope=0.2)
+        return x
+
+
+def _gru_gates(x_rz: mx.array, x_n: mx.array, h_proj: mx.array, bhn: mx.array):
+    """GRU gates from the input projections (..., 2H), (..., H) and the state projection h @ Wh.T (..., 3H)."""
+    size = x_n.shape[-1]
+    r, z = mx.split(mx.sigmoid(x_rz + h_proj[..., : 2 * size]), 2, axis=-1)
+    hn = h_proj[..., 2 * size :] + bhn
+    n = mx.tanh(x_n + r * hn)
+    return r, z, hn, n
+
+
+@mx.custom_function
+def gru_recurrence(x_rz: mx.array, x_n: mx.array, Wh: mx.array, bhn: mx.array, h0: mx.array) -> mx.array:
+    """The sequential part of a GRU, with a hand-written backward pass.
+
+    x_rz: (B, T, 2H) and x_n: (B, T, H) input projections (biases included); Wh: (3H, H) recurrent weights; bhn: (H,)
+    recurrent bias of the candidate; h0: (B, H) initial state. Returns the states h_1..h_T, (B, T, H), with
+    h_t = (1 - z) * n + z * h_{t-1} (mlx.nn.GRU's equations).
+
+    Autodiff through the loop would add T outer products into dWh, one (3H, H) matrix per frame; the backward pass
+    here keeps only the (B, H) recursion sequential and computes dWh with one matmul over all frames.
+    """
+    Wh_T = Wh.T
+    hidden, states = h0, []
+    for x_rz_t, x_n_t in zip(mx.split(x_rz, x_rz.shape[1], axis=1), mx.split(x_n, x_n.shape[1], axis=1)):
+        _, z, _, n = _gru_gates(x_rz_t[:, 0], x_n_t[:, 0], hidden @ Wh_T, bhn)
+        hidden = n + z * (hidden - n)
+        states.append(hidden)
+    return mx.stack(states, axis=1)
+
+
+@gru_recurrence.vjp
+def _gru_recurrence_vjp(primals, cotangent, states):
+    x_rz, x_n, Wh, bhn, h0 = primals
+    n_frames = x_n.shape[1]
+    previous = mx.concatenate([h0[:, None], states[:, :-1]], axis=1)  # h_{t-1}, (B, T, H)
+    r, z, hn, n = _gru_gates(x_rz, x_n, previous @ Wh.T, bhn)  # all frames at once
+    # per-frame factors of the backward recursion, all (B, T, H)
+    d_n = 1.0 - z
+    d_z = (previous - n) * z * (1.0 - z)
+    d_n_pre = 1.0 - n * n
+    d_r = hn * r * (1.0 - r)
+    factors = [mx.split(a, n_frames, axis=1) for a in (d_n, d_z, d_n_pre, d_r, r, z)]
+    cotangents = mx.split(cotangent, n_frames, axis=1)
+    d_hidden = mx.zeros_like(h0)
+    d_projections = [None] * n_frames  # (B, 3H) gradients of the gates' pre-activations [r, z] and of h_n
+    d_candidates = [None] * n_frames  # (B, H) gradient of the candidate's pre-activation (= of x_n_t)
+    for t in reversed(range(n_frames)):
+        f_n, f_z, f_n_pre, f_r, r_t, z_t = (a[t][:, 0] for a in factors)
+        d_h = d_hidden + cotangents[t][:, 0]
+        d_pre_n = d_h * f_n * f_n_pre
+        d_proj = mx.concatenate([d_pre_n * f_r, d_h * f_z, d_pre_n * r_t], axis=-1)
+        d_projections[t], d_candidates[t] = d_proj, d_pre_n
+        d_hidden = d_h * z_t + d_proj @ Wh
+    d_proj = mx.stack(d_projections, axis=1)  # (B, T, 3H)
+    size = h0.shape[-1]
+    d_Wh = mx.reshape(d_proj, (-1, 3 * size)).T @ mx.reshape(previous, (-1, size))
+    d_x_n = mx.stack(d_candidates, axis=1)
+    return d_proj[..., : 2 * size], d_x_n, d_Wh, mx.sum(d_proj[..., 2 * size :], axis=(0, 1)), d_hidden
+
+
+class GRU(nn.GRU):
+    """`mlx.nn.GRU` with the same parameters and equations, faster and stateful.
+
+    The input projection of every frame is one matmul before the loop, the loop computes only h @ Wh, and the
+    backward pass is `gru_recurrence`'s. The initial state may be given and the last state is returned, so a long
+    signal can be decoded block by block with the same result as in one piece.
+    """
+
+    def __call__(self, x: mx.array, hidden: mx.array | None = None) -> tuple[mx.array, mx.array]:
+        """x: (B, T, D); hidden: (B, H) or None (zeros). Returns the states (B, T, H) and the last state (B, H)."""
+        size = self.hidden_size
+        x = mx.addmm(self.b, x, self.Wx.T) if self.b is not None else x @ self.Wx.T
+        if hidden is None:
+            hidden = mx.zeros((x.shape[0], size), dtype=x.dtype)
+        bhn = self.bhn if self.bhn is not None else mx.zeros((size,), dtype=x.dtype)
+        states = gru_recurrence(x[..., :-size], x[..., -size:], self.Wh, bhn, hidden)
+        return states, states[:, -1]
+
+
+class RnnFcDecoder(nn.Module):
+    """Magenta's RnnFcDecoder: (scaled f0, scaled loudness) -> one MLP each -> GRU -> MLP -> dense outputs.
+
+    inputs: list of (B, T, 1) arrays. Returns (B, T, n_outputs) raw pre-activations and the GRU's last state (B, H).
+    """
+
+    def __init__(self, cfg: ModelConfig, n_inputs: int, n_outputs: int):
+        super().__init__()
+        self.input_stacks = [MLP(1, cfg.hidden_size, cfg.n_mlp_layers) for _ in range(n_inputs)]
+        self.gru = GRU(n_inputs * cfg.hidden_size, cfg.gru_size)
+        self.output_stack = MLP(n_inputs * cfg.hidden_size + cfg.gru_size, cfg.hidden_size, cfg.n_mlp_layers)
+        self.dense_out = nn.Linear(cfg.hidden_size, n_outputs)
+
+    def __call__(self, inputs: list[mx.array], state: mx.array | None = None) -> tuple[mx.array, mx.array]:
+        stacks = [stack(x) for stack, x in zip(self.input_stacks, inputs)]
+        hidden, state = self.gru(mx.concatenate(stacks, axis=-1), state)
+        x = self.output_stack(mx.concatenate(stacks + [hidden], axis=-1))
+        return self.dense_out(x), state
+
+
+class DDSP(nn.Module):
+    """Decoder -> synth controls -> harmonic + filtered-noise synthesis.
+
+    cfg / synth_cfg: the recipe's `model` and `synth` sections. `model.frame_rate` must divide `feature_frame_rate`.
+    """
+
+    def __init__(self, cfg: ModelConfig, synth_cfg: SynthConfig, sample_rate: int, feature_frame_rate: int):
+        super().__init__()
+        if not (synth_cfg.harmonic or synth_cfg.noise):
+            raise ValueError("the synth needs at least one of synth.harmonic and synth.noise")
+        if cfg.frame_rate <= 0 or feature_frame_rate % cfg.frame_rate:
+            raise ValueError(
+                f"model.frame_rate={cfg.frame_rate} must divide features.frame_rate={feature_frame_rate}"
+            )
+        self.stride = feature_frame_rate // cfg.frame_rate
+        self.sample_rate = sample_rate
+        self.noise_bias = cfg.noise_bias
+        self.n_harmonics = synth_cfg.n_harmonics if synth_cfg.harmonic else 0
+        self.n_noise_bands = synth_cfg.n_noise_bands if synth_cfg.noise else 0
+        n_outputs = (1 + self.n_harmonics if self.n_harmonics else 0) + self.n_noise_bands
+        self.decoder = RnnFcDecoder(cfg, n_inputs=2, n_outputs=n_outputs)
+
+    def decoder_frames(self, n_feature_frames: int) -> int:
+        """Number of decoder frames for `n_feature_frames` feature frames ((n - 1) must be a multiple of stride)."""
+        if (n_feature_frames - 1) % self.stride:
+            raise ValueError(
+                f"{n_feature_frames} feature frames do not fall on the decoder's grid (stride {self.stride}): "
+                "choose an example length that is a whole number of decoder frames"
+            )
+        return (n_feature_frames - 1) // self.stride + 1
+
+    def controls(self, f0_hz: mx.array, loudness_db: mx.array, state: mx.array | None = None) -> dict:
+        """Synth controls at the decoder frame rate.
+
+        f0_hz, loudness_db: (B, T) at the feature frame rate. Returns {"f0_hz": (B, T'), "amplitude": (B, T'),
+        "harmonic_distribution": (B, T', K), "noise_magnitudes": (B, T', F), "state": (B, H)}, T' decoder frames;
+        the harmonic entries are absent when synth.harmonic is off, the noise entry when synth.noise is off.
+        """
+        self.decoder_frames(f0_hz.shape[1])
+        f0_hz, loudness_db = f0_hz[:, :: self.stride], loudness_db[:, :: self.stride]
+        raw, state = self.decoder([scale_f0(f0_hz), scale_loudness(loudness_db)], state)
+        out = {"f0_hz": f0_hz, "state": state}
+        if self.n_harmonics:
+            out["amplitude"] = exp_sigmoid(raw[..., 0])
+            out["harmonic_distribution"] = exp_sigmoid(raw[..., 1 : 1 + self.n_harmonics])
+        if self.n_noise_bands:
+            out["noise_magnitudes"] = exp_sigmoid(raw[..., -self.n_noise_bands :] + self.noise_bias)
+        return out
+
+    def __call__(
+        self,
+        f0_hz: mx.array,
+        loudness_db: mx.array,
+        n_samples: int,
+        state: mx.array | None = None,
+        key: mx.array | None = None,
+    ) -> dict:
+        """Render audio. Returns the controls plus "audio", "harmonic" and "noise", each (B, n_samples).
+
+        key: PRNG key of the noise (None: the global random state).
+        """
+        out = self.controls(f0_hz, loudness_db, state)
+        silence = mx.zeros((f0_hz.shape[0], n_samples))
+        out["harmonic"] = (
+            harmonic_synth(out["f0_hz"], out["amplitude"], out["harmonic_distribution"], n_samples, self.sample_rate)
+            if self.n_harmonics
+            else silence
+        )
+        out["noise"] = filtered_noise(out["noise_magnitudes"], n_samples, key=key) if self.n_noise_bands else silence
+        out["audio"] = out["harmonic"] + out["noise"]
+        return out
