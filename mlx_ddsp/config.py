@@ -84,10 +84,14 @@ class TrainConfig:
     lr_decay_rate: float = 0.98  # multiplied into the learning rate every lr_decay_steps
     lr_decay_steps: int = 10000
     grad_clip_norm: float = 3.0
-    eval_every: int = 500
-    render_every: int = 2000
+    max_bad_steps: int = 10  # stop after this many consecutive steps with a NaN/Inf loss or gradient
+    log_every: int = 10  # steps between lines of logs/metrics.jsonl
+    eval_every: int = 500  # steps between validation losses (and best-checkpoint updates)
+    val_max_examples: int = 64  # validation examples used (evenly spaced over the split; 0: all)
+    render_every: int = 2000  # steps between renders of validation clips
+    n_renders: int = 3  # validation clips rendered each time
     checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # step checkpoints kept (plus the best)
 
 
 @dataclass

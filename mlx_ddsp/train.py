@@ -1,0 +1,321 @@
+"""Train a DDSP model on a folder of recordings.
+
+usage: python -m mlx_ddsp.train RECIPE [key=value ...]
+
+  python -m mlx_ddsp.train recipes/flute.yaml
+  python -m mlx_ddsp.train recipes/smoke.yaml run_dir=/tmp/r train.steps=200
+
+Preprocesses the recipe's data folder when its cache is missing or stale, then trains with a compiled step, writing
+to the run dir: config.yaml, logs/metrics.jsonl, checkpoints/ (last few and best) and renders/step_NNNNNN/ (target
+and reconstruction WAVs of validation clips). Started again on a run dir with a checkpoint, it resumes from it;
+Ctrl-C (or SIGTERM) saves a checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_map
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mlx_ddsp import checkpoint
+from mlx_ddsp.audio import save_audio
+from mlx_ddsp.config import Config, ConfigError, config_to_dict, load_config, save_config
+from mlx_ddsp.data import BatchStream, ExampleSet
+from mlx_ddsp.losses import multiscale_spectral_loss
+from mlx_ddsp.models import DDSP
+from mlx_ddsp.preprocess import PreprocessError, cache_dir_for, preprocess
+
+VAL_NOISE_SEED = 1234  # validation and renders draw the same noise every time (and leave the training RNG alone)
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.val_max_examples",
+                  "train.render_every", "train.n_renders", "train.checkpoint_every", "train.keep_checkpoints",
+                  "train.max_bad_steps", "run_dir", "data.dir", "data.cache_dir")
+
+
+class TrainingError(Exception):
+    """A run that cannot start or continue; the message says why and what to do."""
+
+
+def build_model(cfg: Config) -> DDSP:
+    return DDSP(cfg.model, cfg.synth, cfg.data.sample_rate, cfg.features.frame_rate)
+
+
+def learning_rate_schedule(cfg: Config):
+    """Linear warm-up to train.learning_rate, then x lr_decay_rate every lr_decay_steps (continuously)."""
+    t = cfg.train
+    decay = optim.exponential_decay(t.learning_rate, t.lr_decay_rate ** (1.0 / t.lr_decay_steps))
+    if t.warmup_steps <= 0:
+        return decay
+    warmup = optim.linear_schedule(t.learning_rate / t.warmup_steps, t.learning_rate, t.warmup_steps)
+    return optim.join_schedules([warmup, decay], [t.warmup_steps])
+
+
+def spectral_loss(cfg: Config, target: mx.array, audio: mx.array) -> mx.array:
+    loss = cfg.loss
+    return multiscale_spectral_loss(target, audio, loss.fft_sizes, loss.mag_weight, loss.logmag_weight,
+                                    loss.waveform_weight)
+
+
+def _keep_if(ok: mx.array, new, old):
+    """Tree `new` where `ok` is true, else `old` (same structure), written into `new`'s containers."""
+    if isinstance(new, dict):
+        for k in new:
+            new[k] = _keep_if(ok, new[k], old[k])
+        return new
+    if isinstance(new, list):
+        for i in range(len(new)):
+            new[i] = _keep_if(ok, new[i], old[i])
+        return new
+    return mx.where(ok, new, old) if isinstance(new, mx.array) else new
+
+
+def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config):
+    """A compiled step(audio, f0_hz, loudness_db) -> (loss, grad_norm, ok) that updates model and optimizer.
+
+    A step whose loss or gradient norm is not finite changes neither (ok is False); the random state moves on.
+    """
+
+    def loss_fn(audio, f0_hz, loudness_db):
+        return spectral_loss(cfg, audio, model(f0_hz, loudness_db, audio.shape[1])["audio"])
+
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(audio, f0_hz, loudness_db):
+        loss, grads = loss_and_grad(audio, f0_hz, loudness_db)
+        grads, grad_norm = optim.clip_grad_norm(grads, cfg.train.grad_clip_norm)
+        ok = mx.isfinite(loss) & mx.isfinite(grad_norm)
+        old_params = model.trainable_parameters()
+        old_optimizer = tree_map(lambda x: x, optimizer.state)
+        optimizer.update(model, grads)
+        model.update(_keep_if(ok, model.trainable_parameters(), old_params))
+        _keep_if(ok, optimizer.state, old_optimizer)
+        return loss, grad_norm, ok
+
+    return step
+
+
+def validation_indices(n_examples: int, max_examples: int) -> list[int]:
+    """Evenly spaced example indices, at most `max_examples` of them (0: all)."""
+    if max_examples <= 0 or n_examples <= max_examples:
+        return list(range(n_examples))
+    return [int(i) for i in np.linspace(0, n_examples - 1, max_examples).round()]
+
+
+def validation_loss(model: DDSP, dataset: ExampleSet, indices: list[int], cfg: Config) -> float:
+    """Mean spectral loss over the examples `indices`, in batches of train.batch_size, with fixed noise."""
+    total = 0.0
+    key = mx.random.key(VAL_NOISE_SEED)
+    for start in range(0, len(indices), cfg.train.batch_size):
+        batch = dataset.stack(indices[start : start + cfg.train.batch_size])
+        audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=key)["audio"]
+        total += spectral_loss(cfg, batch["audio"], audio).item() * len(batch["audio"])
+    return total / len(indices)
+
+
+def render(model: DDSP, dataset: ExampleSet, indices: list[int], out_dir: Path, sample_rate: int) -> None:
+    """Write <clip>_target.wav and <clip>_recon.wav for the validation examples `indices`."""
+    batch = dataset.stack(indices)
+    audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=mx.random.key(VAL_NOISE_SEED))["audio"]
+    for i, target, recon in zip(indices, np.array(batch["audio"]), np.array(audio)):
+        file, start = dataset.index[i]
+        name = f"{Path(dataset.names[file]).stem}_{start * dataset.hop / sample_rate:06.1f}s"
+        save_audio(out_dir / f"{name}_target.wav", target, sample_rate)
+        save_audio(out_dir / f"{name}_recon.wav", recon, sample_rate)
+
+
+class MetricsLog:
+    """logs/metrics.jsonl: one JSON object per line, each with "step". Lines past `resume_step` are dropped."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= resume_step:
+                        kept.append(line)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a kill
+        path.write_text("".join(f"{line}\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _check_resumable(saved: Config, cfg: Config, run_dir: Path) -> None:
+    old, new = _flat(config_to_dict(saved)), _flat(config_to_dict(cfg))
+    changed = [k for k in new if k not in RESUMABLE_KEYS and old.get(k) != new[k]]
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed[:4])
+        raise TrainingError(f"{run_dir} holds a run with a different recipe ({diffs}); "
+                            "resume with the same recipe or choose a new run_dir")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+class _StopRequest:
+    """Ctrl-C / SIGTERM set a flag that the loop checks between steps; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def train(cfg: Config, console: Console | None = None) -> dict:
+    """Train (or resume) the run in cfg.run_dir up to cfg.train.steps. Returns a summary dict."""
+    console = console or Console(stderr=True)
+    run_dir, t = Path(cfg.run_dir), cfg.train
+    preprocess(cfg, console)
+    cache_dir = cache_dir_for(cfg)
+    train_set, val_set = ExampleSet(cache_dir, "train"), ExampleSet(cache_dir, "validation")
+    if len(train_set) == 0:
+        raise TrainingError(f"no training examples in {cfg.data.dir}: every usable file went to validation")
+    mx.random.seed(cfg.seed)
+    model = build_model(cfg)
+    try:
+        model.decoder_frames(train_set.n_frames)
+    except ValueError as e:
+        raise TrainingError(f"data.example_seconds does not fit model.frame_rate: {e}") from e
+    optimizer = optim.Adam(learning_rate=learning_rate_schedule(cfg), bias_correction=True)
+    optimizer.init(model.trainable_parameters())
+    state = {"step": 0, "elapsed_s": 0.0, "best_val_loss": None, "bad_steps_total": 0}
+    found = checkpoint.step_checkpoints(run_dir)
+    if found:
+        _check_resumable(checkpoint.load(found[-1])[1], cfg, run_dir)
+        state, _ = checkpoint.load(found[-1], model, optimizer)
+        optimizer.init(model.trainable_parameters())
+        mx.random.state[0] = mx.array(state["rng"], dtype=mx.uint32)
+        console.print(f"resuming {run_dir} from step {state['step']} ({found[-1].name})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    log = MetricsLog(run_dir / "logs" / "metrics.jsonl", state["step"])
+    step_fn = make_train_step(model, optimizer, cfg)
+    batches = BatchStream(train_set, t.batch_size, cfg.seed)
+    val_indices = validation_indices(len(val_set), t.val_max_examples)
+    render_indices = val_indices[:: max(1, len(val_indices) // max(t.n_renders, 1))][: t.n_renders]
+    stats = {"stats": train_set.stats, "n_samples": train_set.n_samples, "n_frames": train_set.n_frames}
+
+    def save(best=False):
+        state["rng"] = np.array(mx.random.state[0]).tolist()
+        checkpoint.save(run_dir, model, optimizer, cfg, {**state, **stats}, best=best, keep=t.keep_checkpoints)
+
+    def evaluate(step):
+        if not val_indices:
+            return None
+        val = validation_loss(model, val_set, val_indices, cfg)
+        log.write({"step": step, "val_loss": val, "elapsed_s": round(state["elapsed_s"], 3)})
+        best = state["best_val_loss"] is None or val < state["best_val_loss"]
+        if best:
+            state["best_val_loss"] = val
+        return val, best
+
+    if state["step"] == 0:
+        evaluate(0)
+    stop, bad_in_a_row, last = _StopRequest(), 0, {}
+    columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.description}"))
+    started_at, step_seconds, wall_start = state["step"], 0.0, time.perf_counter() - state["elapsed_s"]
+    try:
+        with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+            task = progress.add_task("", total=t.steps, completed=state["step"])
+            while state["step"] < t.steps and not stop.requested:
+                step = state["step"]
+                batch = batches.batch(step)
+                tic = time.perf_counter()
+                loss, grad_norm, ok = step_fn(batch["audio"], batch["f0_hz"], batch["loudness_db"])
+                mx.eval(model.state, optimizer.state, mx.random.state, loss, grad_norm, ok)
+                step_seconds += time.perf_counter() - tic
+                state["elapsed_s"] = time.perf_counter() - wall_start
+                state["step"] = step = step + 1
+                if not ok.item():
+                    bad_in_a_row += 1
+                    state["bad_steps_total"] += 1
+                    log.write({"step": step, "skipped": "non-finite loss or gradient"})
+                    if bad_in_a_row >= t.max_bad_steps:
+                        raise TrainingError(f"{bad_in_a_row} steps in a row had a NaN/Inf loss or gradient "
+                                            f"(step {step}); lower train.learning_rate or check the data")
+                    continue
+                bad_in_a_row = 0
+                last = {"loss": loss.item(), "grad_norm": grad_norm.item()}
+                rate = (step - started_at) / step_seconds  # compute only: validation and renders excluded
+                if step % t.log_every == 0 or step == t.steps:
+                    log.write({"step": step, **last, "lr": optimizer.learning_rate.item(),
+                               "steps_per_s": round(rate, 4), "elapsed_s": round(state["elapsed_s"], 3)})
+                best = False
+                if step % t.eval_every == 0 or step == t.steps:
+                    result = evaluate(step)
+                    if result:
+                        last["val_loss"], best = result
+                    console.print(_line(step, t.steps, last, optimizer, rate))
+                if step % t.render_every == 0 or step == t.steps:
+                    if render_indices:
+                        render(model, val_set, render_indices, run_dir / "renders" / f"step_{step:06d}",
+                               cfg.data.sample_rate)
+                if best or step % t.checkpoint_every == 0 or step == t.steps:
+                    save(best)
+                progress.update(task, completed=step, description=_line(step, t.steps, last, optimizer, rate))
+    finally:
+        stop.restore()
+    if stop.requested:
+        save()
+        console.print(f"stopped at step {state['step']}; checkpoint saved, run the same command to resume")
+    return {"step": state["step"], "best_val_loss": state["best_val_loss"], "elapsed_s": state["elapsed_s"],
+            "interrupted": stop.requested, **last}
+
+
+def _line(step: int, total: int, last: dict, optimizer, rate: float) -> str:
+    parts = [f"step {step}/{total}"]
+    parts += [f"{k.replace('_', ' ')} {last[k]:.4f}" for k in ("loss", "val_loss") if k in last]
+    parts.append(f"lr {optimizer.learning_rate.item():.2e}")
+    parts.append(f"{rate:.2f} steps/s")
+    return "  ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    console = Console(stderr=True)
+    try:
+        cfg = load_config(argv[0], argv[1:])
+        summary = train(cfg, console)
+    except (ConfigError, PreprocessError, TrainingError, checkpoint.CheckpointError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 1
+    return 130 if summary["interrupted"] else 0
+
+
+if __name__ == "__main__":
+    from mlx_ddsp.blas import use_openblas
+
+    use_openblas()
+    sys.exit(main())
