@@ -212,7 +212,8 @@ def train(cfg: Config, console: Console | None = None) -> dict:
         _check_resumable(checkpoint.load(found[-1])[1], cfg, run_dir)
         state, _ = checkpoint.load(found[-1], model, optimizer)
         optimizer.init(model.trainable_parameters())
-        mx.random.state[0] = mx.array(state["rng"], dtype=mx.uint32)
+        high, low = state["rng"]
+        mx.random.seed((high << 32) | low)  # the global key is key(seed) = [seed >> 32, seed & 0xffffffff]
         console.print(f"resuming {run_dir} from step {state['step']} ({found[-1].name})")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
