@@ -18,6 +18,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_ddsp.config import Config, load_config, save_config
+from mlx_ddsp.models import build_model
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -99,3 +100,13 @@ def load(path: str | Path, model=None, optimizer=None) -> tuple[dict, Config]:
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
     return state, cfg
+
+
+def load_trained(run_dir: str | Path, which: str = "best"):
+    """(model, config, state) of a trained run; `which` as in `resolve`."""
+    path = resolve(run_dir, which)
+    state, cfg = load(path)
+    model = build_model(cfg)
+    load(path, model)
+    model.eval()
+    return model, cfg, {**state, "path": str(path)}

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
-from mlx_ddsp.config import ModelConfig, SynthConfig
-from mlx_ddsp.synth import exp_sigmoid, filtered_noise, harmonic_synth, hz_to_midi
+from mlx_ddsp.config import Config, ModelConfig, SynthConfig
+from mlx_ddsp.synth import exp_sigmoid, filtered_noise, harmonic_synth, hz_to_midi, upsample_frames, wrapped_cumsum
 
 F0_RANGE_MIDI = 127.0  # f0 input scaling: MIDI note / 127, as in Magenta
 LOUDNESS_RANGE_DB = 80.0  # loudness input scaling: dB / 80 + 1, as in Magenta (the loudness floor is -80 dB)
@@ -159,6 +160,7 @@ class DDSP(nn.Module):
             )
         self.stride = feature_frame_rate // cfg.frame_rate
         self.sample_rate = sample_rate
+        self.hop = sample_rate // feature_frame_rate  # samples per feature frame
         self.noise_bias = cfg.noise_bias
         self.n_harmonics = synth_cfg.n_harmonics if synth_cfg.harmonic else 0
         self.n_noise_bands = synth_cfg.n_noise_bands if synth_cfg.noise else 0
@@ -175,14 +177,17 @@ class DDSP(nn.Module):
         return (n_feature_frames - 1) // self.stride + 1
 
     def controls(self, f0_hz: mx.array, loudness_db: mx.array, state: mx.array | None = None) -> dict:
-        """Synth controls at the decoder frame rate.
-
-        f0_hz, loudness_db: (B, T) at the feature frame rate. Returns {"f0_hz": (B, T'), "amplitude": (B, T'),
-        "harmonic_distribution": (B, T', K), "noise_magnitudes": (B, T', F), "state": (B, H)}, T' decoder frames;
-        the harmonic entries are absent when synth.harmonic is off, the noise entry when synth.noise is off.
-        """
+        """Synth controls at the decoder frame rate from features at the feature frame rate (B, T)."""
         self.decoder_frames(f0_hz.shape[1])
-        f0_hz, loudness_db = f0_hz[:, :: self.stride], loudness_db[:, :: self.stride]
+        return self.decode(f0_hz[:, :: self.stride], loudness_db[:, :: self.stride], state)
+
+    def decode(self, f0_hz: mx.array, loudness_db: mx.array, state: mx.array | None = None) -> dict:
+        """Synth controls from features already at the decoder frame rate.
+
+        f0_hz, loudness_db: (B, T'). Returns {"f0_hz": (B, T'), "amplitude": (B, T'), "harmonic_distribution":
+        (B, T', K), "noise_magnitudes": (B, T', F), "state": (B, H)}; the harmonic entries are absent when
+        synth.harmonic is off, the noise entry when synth.noise is off.
+        """
         raw, state = self.decoder([scale_f0(f0_hz), scale_loudness(loudness_db)], state)
         out = {"f0_hz": f0_hz, "state": state}
         if self.n_harmonics:
@@ -191,6 +196,20 @@ class DDSP(nn.Module):
         if self.n_noise_bands:
             out["noise_magnitudes"] = exp_sigmoid(raw[..., -self.n_noise_bands :] + self.noise_bias)
         return out
+
+    def synthesize(self, controls: dict, n_samples: int, key: mx.array | None = None,
+                   initial_phase: mx.array | None = None) -> dict:
+        """{"harmonic", "noise", "audio"}, each (B, n_samples), from `decode`'s controls (see `harmonic_synth` for
+        initial_phase and `filtered_noise` for key)."""
+        batch = controls["f0_hz"].shape[0]
+        silence = mx.zeros((batch, n_samples))
+        harmonic = noise = silence
+        if self.n_harmonics:
+            harmonic = harmonic_synth(controls["f0_hz"], controls["amplitude"], controls["harmonic_distribution"],
+                                      n_samples, self.sample_rate, initial_phase)
+        if self.n_noise_bands:
+            noise = filtered_noise(controls["noise_magnitudes"], n_samples, key=key)
+        return {"harmonic": harmonic, "noise": noise, "audio": harmonic + noise}
 
     def __call__(
         self,
@@ -205,12 +224,45 @@ class DDSP(nn.Module):
         key: PRNG key of the noise (None: the global random state).
         """
         out = self.controls(f0_hz, loudness_db, state)
-        silence = mx.zeros((f0_hz.shape[0], n_samples))
-        out["harmonic"] = (
-            harmonic_synth(out["f0_hz"], out["amplitude"], out["harmonic_distribution"], n_samples, self.sample_rate)
-            if self.n_harmonics
-            else silence
-        )
-        out["noise"] = filtered_noise(out["noise_magnitudes"], n_samples, key=key) if self.n_noise_bands else silence
-        out["audio"] = out["harmonic"] + out["noise"]
+        out.update(self.synthesize(out, n_samples, key))
         return out
+
+
+def build_model(cfg: Config) -> DDSP:
+    """The DDSP model a recipe describes (random initialisation from the current MLX seed)."""
+    return DDSP(cfg.model, cfg.synth, cfg.data.sample_rate, cfg.features.frame_rate)
+
+
+def render_long(model: DDSP, f0_hz: mx.array, loudness_db: mx.array, n_samples: int, block_frames: int = 500,
+                key: mx.array | None = None) -> dict[str, np.ndarray]:
+    """Render a signal of any length in blocks, with the GRU state and the oscillator phase carried across them.
+
+    f0_hz, loudness_db: (B, T) features at the model's feature frame rate, frame t at sample t * hop (T = n_samples //
+    hop + 1, as the feature extractors give). block_frames: decoder frames per block (bounds memory).
+    Returns {"audio", "harmonic", "noise"}: numpy (B, n_samples). The harmonic part equals a one-piece render up to
+    float rounding; the noise is drawn per block from `key`.
+    """
+    key = mx.random.key(0) if key is None else key
+    hop = model.hop * model.stride  # samples per decoder frame
+    n_frames = -(-n_samples // hop) + 1  # decoder frames covering n_samples, the last one at or after the end
+    positions = mx.array(np.minimum(np.arange(n_frames) * model.stride, f0_hz.shape[1] - 1))  # hold the last frame
+    f0_hz, loudness_db = f0_hz[:, positions], loudness_db[:, positions]
+    controls, state = [], None
+    for start in range(0, n_frames, block_frames):
+        block = model.decode(f0_hz[:, start : start + block_frames], loudness_db[:, start : start + block_frames], state)
+        state = block.pop("state")
+        mx.eval(block, state)
+        controls.append(block)
+    controls = {k: mx.concatenate([c[k] for c in controls], axis=1) for k in controls[0]}
+    f0_audio = upsample_frames(f0_hz[..., None], (n_frames - 1) * hop)[..., 0]
+    phase = wrapped_cumsum(f0_audio / model.sample_rate)  # (B, N) cycles, to start each block where the last ended
+    parts = {"audio": [], "harmonic": [], "noise": []}
+    starts = range(0, n_frames - 1, block_frames)
+    for start, block_key in zip(starts, mx.random.split(key, len(starts))):
+        end = min(start + block_frames, n_frames - 1)  # the block spans frames start..end, samples [start, end) * hop
+        block = {k: v[:, start : end + 1] for k, v in controls.items()}
+        initial_phase = phase[:, start * hop - 1] if start else None
+        out = model.synthesize(block, (end - start) * hop, block_key, initial_phase)
+        for k in parts:
+            parts[k].append(np.array(out[k]))
+    return {k: np.concatenate(v, axis=1)[:, :n_samples] for k, v in parts.items()}

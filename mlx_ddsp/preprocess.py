@@ -110,6 +110,11 @@ def compute_file_features(path: Path, cfg: Config) -> dict:
     min_samples = example_samples(cfg)
     if len(audio) < min_samples:
         audio = np.pad(audio, (0, min_samples - len(audio)))
+    return analyse(audio, cfg)
+
+
+def analyse(audio: np.ndarray, cfg: Config) -> dict:
+    """{"audio": (N,), "f0_hz", "confidence", "loudness_db": (T,)} with T = N // hop + 1, for audio at data.sample_rate."""
     f0_hz, confidence = estimate_f0(
         audio, cfg.data.sample_rate, cfg.features.frame_rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz
     )
@@ -152,7 +157,7 @@ def training_stats(arrays: list[dict], starts: list[list[int]], cfg: Config) -> 
             window = slice(s, s + example_frames + 1)
             f0.append(a["f0_hz"][window][a["confidence"][window] >= 0.5])
             loud.append(a["loudness_db"][window])
-    quantile_levels = [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0]
+    quantile_levels = [round(q, 2) for q in np.linspace(0.0, 1.0, 101)]  # percentiles, for quantile mapping
 
     def describe(x):
         if len(x) == 0:

@@ -97,6 +97,7 @@ def harmonic_synth(
     harmonic_distribution: mx.array,
     n_samples: int,
     sample_rate: int,
+    initial_phase: mx.array | None = None,
 ) -> mx.array:
     """Additive synthesis of K harmonics of a time-varying fundamental.
 
@@ -104,12 +105,16 @@ def harmonic_synth(
     amplitude: (B, T) overall linear amplitude (peak of the summed partials when one harmonic is on).
     harmonic_distribution: (B, T, K) non-negative weights of harmonics 1..K; renormalised to sum to 1 over the
         harmonics below Nyquist (see `remove_above_nyquist`).
-    Returns (B, n_samples): sum_k amplitude * dist_k * sin(2*pi*k*phase), phase = running sum of f0 / sample_rate
-    (in cycles, accumulated with `wrapped_cumsum`).
+    initial_phase: (B,) phase of the fundamental in cycles before the first sample (to continue a previous block);
+        None is 0.
+    Returns (B, n_samples): sum_k amplitude * dist_k * sin(2*pi*k*phase), phase = initial_phase + running sum of
+    f0 / sample_rate (in cycles, accumulated with `wrapped_cumsum`).
     """
     harmonic_amplitudes = amplitude[..., None] * remove_above_nyquist(f0_hz, harmonic_distribution, sample_rate)
     f0_audio = upsample_frames(f0_hz[..., None], n_samples)[..., 0]
     phase = wrapped_cumsum(f0_audio / sample_rate)  # (B, N) cycles in [0, 1)
+    if initial_phase is not None:
+        phase = mx.remainder(phase + initial_phase[:, None], 1.0)
     k = mx.arange(1, harmonic_amplitudes.shape[-1] + 1, dtype=mx.float32)
     partials = mx.sin((2.0 * math.pi) * phase[..., None] * k)  # (B, N, K)
     return weighted_sum_of_partials(partials, harmonic_amplitudes)

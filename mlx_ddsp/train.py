@@ -33,7 +33,7 @@ from mlx_ddsp.audio import save_audio
 from mlx_ddsp.config import Config, ConfigError, config_to_dict, load_config, save_config
 from mlx_ddsp.data import BatchStream, ExampleSet
 from mlx_ddsp.losses import multiscale_spectral_loss
-from mlx_ddsp.models import DDSP
+from mlx_ddsp.models import DDSP, build_model
 from mlx_ddsp.preprocess import PreprocessError, cache_dir_for, preprocess
 
 VAL_NOISE_SEED = 1234  # validation and renders draw the same noise every time (and leave the training RNG alone)
@@ -44,10 +44,6 @@ RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.v
 
 class TrainingError(Exception):
     """A run that cannot start or continue; the message says why and what to do."""
-
-
-def build_model(cfg: Config) -> DDSP:
-    return DDSP(cfg.model, cfg.synth, cfg.data.sample_rate, cfg.features.frame_rate)
 
 
 def learning_rate_schedule(cfg: Config):

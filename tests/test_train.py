@@ -17,7 +17,8 @@ from mlx.utils import tree_flatten
 
 from mlx_ddsp import checkpoint
 from mlx_ddsp.config import load_config
-from mlx_ddsp.train import build_model, learning_rate_schedule, main, make_train_step, train
+from mlx_ddsp.models import build_model
+from mlx_ddsp.train import learning_rate_schedule, main, make_train_step, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "recipes" / "smoke.yaml"
