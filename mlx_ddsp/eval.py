@@ -143,7 +143,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
         save_audio(folder / "target.wav", target, cfg.data.sample_rate)
         for part, audio in renders.items():
             save_audio(folder / f"{'recon' if part == 'audio' else part}.wav", audio, cfg.data.sample_rate)
-        records.append({"name": name, "seconds": round(len(target) / cfg.data.sample_rate, 3),
+        records.append({"name": name, "n_samples": len(target), "seconds": round(len(target) / cfg.data.sample_rate, 3),
                         "model": clip_metrics(target, renders["audio"], features, cfg),
                         "baseline": clip_metrics(target, renders["baseline"], features, cfg)})
         console.print(f"  {name}: spectral loss {records[-1]['model']['spectral_loss']:.3f} "
