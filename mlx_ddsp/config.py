@@ -54,6 +54,7 @@ class ModelConfig:
     hidden_size: int = 512  # width of each MLP layer
     n_mlp_layers: int = 3  # layers per MLP stack
     gru_size: int = 512  # recurrent units
+    recurrent: str = "gru"  # "gru" (Magenta's decoder) or "mingru" (parallel-in-time scan, much faster on CPU)
     noise_bias: float = -5.0  # offset added to the noise magnitudes' pre-activations (noise starts quiet)
     frame_rate: int = 250  # decoder frames per second; must divide features.frame_rate (e.g. 50 for speed)
 

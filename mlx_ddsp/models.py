@@ -124,8 +124,44 @@ class GRU(nn.GRU):
         return states, states[:, -1]
 
 
+def _log_g(x: mx.array) -> mx.array:
+    """log of minGRU's positive activation g(x) = x + 0.5 for x >= 0, sigmoid(x) below."""
+    return mx.where(x >= 0, mx.log(mx.maximum(x, 0.0) + 0.5), -nn.softplus(-x))
+
+
+class MinGRU(nn.Module):
+    """minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): a GRU whose gates see only the input, so the
+    recurrence h_t = (1 - z_t) * h_{t-1} + z_t * g(x_t) is linear in h and is solved for all frames at once with a
+    log-space scan (`mx.logcumsumexp`). Same interface as `GRU`: states (B, T, H) and the last state (B, H), which
+    is positive and may be passed back in to continue a signal block by block.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.projection = nn.Linear(input_size, 2 * hidden_size)
+
+    def __call__(self, x: mx.array, hidden: mx.array | None = None) -> tuple[mx.array, mx.array]:
+        gate, candidate = mx.split(self.projection(x), 2, axis=-1)
+        log_keep = -nn.softplus(gate)  # log(1 - z)
+        log_input = -nn.softplus(-gate) + _log_g(candidate)  # log(z * g(x))
+        if hidden is not None:  # h_0 enters as a first input with nothing to keep before it
+            log_keep = mx.concatenate([mx.zeros_like(log_keep[:, :1]), log_keep], axis=1)
+            log_input = mx.concatenate([mx.log(mx.maximum(hidden, 1e-30))[:, None], log_input], axis=1)
+        decay = mx.cumsum(log_keep, axis=1)  # log of the product of (1 - z) up to each frame
+        states = mx.exp(decay + mx.logcumsumexp(log_input - decay, axis=1))
+        if hidden is not None:
+            states = states[:, 1:]
+        return states, states[:, -1]
+
+
+RECURRENT_LAYERS = {"gru": GRU, "mingru": MinGRU}
+
+
 class RnnFcDecoder(nn.Module):
     """Magenta's RnnFcDecoder: (scaled f0, scaled loudness) -> one MLP each -> GRU -> MLP -> dense outputs.
+
+    The recurrent layer is `model.recurrent`: "gru" (Magenta's) or "mingru" (parallel in time, see `MinGRU`).
 
     inputs: list of (B, T, 1) arrays. Returns (B, T, n_outputs) raw pre-activations and the GRU's last state (B, H).
     """
@@ -133,7 +169,9 @@ class RnnFcDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig, n_inputs: int, n_outputs: int):
         super().__init__()
         self.input_stacks = [MLP(1, cfg.hidden_size, cfg.n_mlp_layers) for _ in range(n_inputs)]
-        self.gru = GRU(n_inputs * cfg.hidden_size, cfg.gru_size)
+        if cfg.recurrent not in RECURRENT_LAYERS:
+            raise ValueError(f"model.recurrent must be one of {sorted(RECURRENT_LAYERS)}, not {cfg.recurrent!r}")
+        self.gru = RECURRENT_LAYERS[cfg.recurrent](n_inputs * cfg.hidden_size, cfg.gru_size)
         self.output_stack = MLP(n_inputs * cfg.hidden_size + cfg.gru_size, cfg.hidden_size, cfg.n_mlp_layers)
         self.dense_out = nn.Linear(cfg.hidden_size, n_outputs)
 

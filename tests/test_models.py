@@ -10,7 +10,7 @@ from mlx.utils import tree_flatten
 from mlx_ddsp import checkpoint
 from mlx_ddsp.config import Config, ModelConfig, SynthConfig
 from mlx_ddsp.losses import multiscale_spectral_loss
-from mlx_ddsp.models import DDSP, GRU
+from mlx_ddsp.models import DDSP, GRU, MinGRU
 
 SR, FRAME_RATE = 16000, 250
 
@@ -71,6 +71,27 @@ def test_gru_carried_state_equals_one_pass(gru_pair):
     np.testing.assert_allclose(np.array(mx.concatenate([first, second], axis=1)), np.array(whole), atol=1e-6)
 
 
+def test_mingru_scan_matches_the_sequential_recurrence():
+    mx.random.seed(4)
+    layer = MinGRU(5, 8)
+    x, h0 = mx.random.normal((2, 300, 5)), mx.random.uniform(0.1, 1.0, (2, 8))
+    gate, candidate = np.split(np.array(layer.projection(x)), 2, axis=-1)
+    z = 1 / (1 + np.exp(-gate))
+    g = np.where(candidate >= 0, candidate + 0.5, 1 / (1 + np.exp(-candidate)))
+    h, expected = np.array(h0), []
+    for t in range(300):
+        h = (1 - z[:, t]) * h + z[:, t] * g[:, t]
+        expected.append(h)
+    expected = np.stack(expected, axis=1)
+    states, last = layer(x, h0)
+    np.testing.assert_allclose(np.array(states), expected, rtol=1e-4, atol=1e-5)
+    first, state = layer(x[:, :100], h0)
+    second, _ = layer(x[:, 100:], state)
+    np.testing.assert_allclose(np.array(mx.concatenate([first, second], axis=1)), expected, rtol=1e-4, atol=1e-5)
+    grads = mx.grad(lambda x: layer(x, h0)[0].sum())(x)
+    assert np.isfinite(np.array(grads)).all() and mx.abs(grads).max().item() > 0
+
+
 def test_ddsp_outputs_and_ranges():
     mx.random.seed(0)
     model_cfg, synth_cfg = tiny_config()
@@ -115,9 +136,11 @@ def test_decoder_frame_rate_must_fit():
         model.controls(mx.full((1, 13), 200.0), mx.full((1, 13), -20.0))
 
 
-def test_gradients_reach_every_parameter():
+@pytest.mark.parametrize("recurrent", ["gru", "mingru"])
+def test_gradients_reach_every_parameter(recurrent):
     mx.random.seed(1)
     model_cfg, synth_cfg = tiny_config()
+    model_cfg.recurrent = recurrent
     model = DDSP(model_cfg, synth_cfg, SR, FRAME_RATE)
     f0, loudness, n_samples = inputs()
     target = mx.random.uniform(-0.3, 0.3, (2, n_samples))

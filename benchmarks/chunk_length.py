@@ -1,0 +1,121 @@
+"""Compiled training step vs. chunk length: step time, audio trained per second, peak memory.
+
+    python benchmarks/chunk_length.py [--recipe R] [--chunks 0.5 1 2 4 8] [--batch N] [--steps N] [--quick]
+                                      [--out FILE] [key=value ...]
+
+For each model (the recipe's, and the tiny one of recipes/smoke.yaml) and each chunk length, two settings are timed:
+the same batch for every chunk length ("fixed batch"), and the same seconds of audio per batch, i.e. batch x chunk =
+the recipe's batch_size x example_seconds ("fixed audio"). Each setting: one compiled step (compile time reported
+apart), two warm-up steps, then --steps timed steps (median, min, max). Inputs are synthetic (timing does not depend
+on the audio), so no dataset is needed. On Linux the script re-runs itself with OpenBLAS when it is installed
+(see mlx_ddsp/blas.py). --quick: chunks 0.5 1 2, fixed batch only, 3 steps; about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.optimizers as optim
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from common import machine, summary_ms, time_calls, write_json
+from mlx_ddsp.blas import use_openblas
+from mlx_ddsp.config import load_config
+from mlx_ddsp.models import build_model
+from mlx_ddsp.train import learning_rate_schedule, make_train_step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_batch(batch: int, seconds: float, cfg) -> tuple[mx.array, mx.array, mx.array]:
+    n_samples = int(round(seconds * cfg.data.sample_rate))
+    n_frames = int(round(seconds * cfg.features.frame_rate)) + 1
+    t = np.linspace(0, seconds, n_frames, dtype=np.float32)
+    f0 = 330 * 2 ** (0.5 * np.sin(2 * np.pi * 0.5 * t + np.arange(batch)[:, None]))
+    loudness = -30 + 10 * np.sin(2 * np.pi * 0.3 * t + np.arange(batch)[:, None])
+    audio = np.random.default_rng(0).uniform(-0.3, 0.3, (batch, n_samples)).astype(np.float32)
+    return mx.array(audio), mx.array(f0.astype(np.float32)), mx.array(loudness.astype(np.float32))
+
+
+def measure(cfg, batch: int, seconds: float, steps: int) -> dict:
+    mx.random.seed(0)
+    model = build_model(cfg)
+    optimizer = optim.Adam(learning_rate=learning_rate_schedule(cfg), bias_correction=True)
+    optimizer.init(model.trainable_parameters())
+    step = make_train_step(model, optimizer, cfg)
+    inputs = synthetic_batch(batch, seconds, cfg)
+
+    def run():
+        out = step(*inputs)
+        return [model.state, optimizer.state, *out]
+
+    start = time.perf_counter()
+    mx.eval(run())
+    compile_s = time.perf_counter() - start
+    time_calls(run, 2)
+    mx.synchronize()
+    mx.reset_peak_memory()
+    times = time_calls(run, steps)
+    ms = summary_ms(times)
+    peak = mx.get_peak_memory()
+    audio_samples = batch * seconds * cfg.data.sample_rate
+    return {"chunk_seconds": seconds, "batch_size": batch, "step_ms_median": ms["median"], "step_ms_min": ms["min"],
+            "step_ms_max": ms["max"], "compile_s": compile_s,
+            "audio_seconds_per_second": batch * seconds / (ms["median"] / 1e3), "peak_memory_bytes": peak,
+            "bytes_per_audio_sample": peak / audio_samples, "decoder_frame_rate": cfg.model.frame_rate}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "flute.yaml"))
+    parser.add_argument("--chunks", type=float, nargs="+", default=[0.5, 1, 2, 4, 8], help="seconds")
+    parser.add_argument("--batch", type=int, help="fixed batch size (default: the recipe's)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per setting")
+    parser.add_argument("--models", nargs="+", default=["default", "tiny"], choices=["default", "tiny"])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", help="write the records as JSON here")
+    args, overrides = parser.parse_known_args()
+    cfg_default = load_config(args.recipe, overrides)
+    tiny = load_config(ROOT / "recipes" / "smoke.yaml")
+    cfg_tiny = load_config(args.recipe, overrides)
+    cfg_tiny.model, cfg_tiny.synth = tiny.model, tiny.synth
+    chunks, steps, modes = args.chunks, args.steps, ["fixed batch", "fixed audio"]
+    if args.quick:
+        chunks, steps, modes = [c for c in chunks if c <= 2] or [0.5, 1, 2], 3, ["fixed batch"]
+    batch = args.batch or cfg_default.train.batch_size
+    audio_per_batch = cfg_default.train.batch_size * cfg_default.data.example_seconds
+    console = Console()
+    info = machine()
+    console.print(f"{info['device']}, mlx {info['mlx_version']}, {info['processor']} x{info['cpu_count']}, "
+                  f"BLAS: {info['blas']}")
+    records = []
+    table = Table(title=f"compiled train step ({Path(args.recipe).name}, {steps} timed steps)")
+    for column in ("model", "setting", "chunk s", "batch", "median ms", "min-max ms", "compile s", "audio s/s",
+                   "peak MiB", "bytes/sample"):
+        table.add_column(column, justify="right")
+    for name, cfg in (("default", cfg_default), ("tiny", cfg_tiny)):
+        if name not in args.models:
+            continue
+        for mode in modes:
+            for seconds in chunks:
+                b = batch if mode == "fixed batch" else max(1, round(audio_per_batch / seconds))
+                record = {"model": name, "setting": mode, **measure(cfg, b, seconds, steps)}
+                records.append(record)
+                table.add_row(name, mode, f"{seconds:g}", str(b), f"{record['step_ms_median']:.0f}",
+                              f"{record['step_ms_min']:.0f}-{record['step_ms_max']:.0f}", f"{record['compile_s']:.1f}",
+                              f"{record['audio_seconds_per_second']:.1f}", f"{record['peak_memory_bytes'] / 2**20:.0f}",
+                              f"{record['bytes_per_audio_sample']:.0f}")
+                console.print(f"  {name} {mode} {seconds:g} s x {b}: {record['step_ms_median']:.0f} ms")
+                write_json(args.out, records)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    use_openblas()
+    sys.exit(main())
