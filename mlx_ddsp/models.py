@@ -15,7 +15,8 @@ import mlx.nn as nn
 import numpy as np
 
 from mlx_ddsp.config import Config, ModelConfig, SynthConfig
-from mlx_ddsp.synth import exp_sigmoid, filtered_noise, harmonic_synth, hz_to_midi, upsample_frames, wrapped_cumsum
+from mlx_ddsp.synth import (audible_harmonics, exp_sigmoid, filtered_noise, harmonic_synth, hz_to_midi,
+                            upsample_frames, wrapped_cumsum)
 
 F0_RANGE_MIDI = 127.0  # f0 input scaling: MIDI note / 127, as in Magenta
 LOUDNESS_RANGE_DB = 80.0  # loudness input scaling: dB / 80 + 1, as in Magenta (the loudness floor is -80 dB)
@@ -236,15 +237,15 @@ class DDSP(nn.Module):
         return out
 
     def synthesize(self, controls: dict, n_samples: int, key: mx.array | None = None,
-                   initial_phase: mx.array | None = None) -> dict:
+                   initial_phase: mx.array | None = None, max_harmonics: int | None = None) -> dict:
         """{"harmonic", "noise", "audio"}, each (B, n_samples), from `decode`'s controls (see `harmonic_synth` for
-        initial_phase and `filtered_noise` for key)."""
+        initial_phase and max_harmonics, `filtered_noise` for key)."""
         batch = controls["f0_hz"].shape[0]
         silence = mx.zeros((batch, n_samples))
         harmonic = noise = silence
         if self.n_harmonics:
             harmonic = harmonic_synth(controls["f0_hz"], controls["amplitude"], controls["harmonic_distribution"],
-                                      n_samples, self.sample_rate, initial_phase)
+                                      n_samples, self.sample_rate, initial_phase, max_harmonics)
         if self.n_noise_bands:
             noise = filtered_noise(controls["noise_magnitudes"], n_samples, key=key)
         return {"harmonic": harmonic, "noise": noise, "audio": harmonic + noise}
@@ -256,14 +257,24 @@ class DDSP(nn.Module):
         n_samples: int,
         state: mx.array | None = None,
         key: mx.array | None = None,
+        max_harmonics: int | None = None,
     ) -> dict:
         """Render audio. Returns the controls plus "audio", "harmonic" and "noise", each (B, n_samples).
 
-        key: PRNG key of the noise (None: the global random state).
+        key: PRNG key of the noise (None: the global random state). max_harmonics: see `harmonic_synth`.
         """
         out = self.controls(f0_hz, loudness_db, state)
-        out.update(self.synthesize(out, n_samples, key))
+        out.update(self.synthesize(out, n_samples, key, max_harmonics=max_harmonics))
         return out
+
+    def max_harmonics(self, f0_hz: mx.array, buckets: int = 4) -> int | None:
+        """The fewest harmonics that render `f0_hz` exactly, rounded up to K, K/2, K/4, ... (`buckets` sizes, so a
+        compiled step is built for at most that many). None when the synth has no harmonic part."""
+        if not self.n_harmonics:
+            return None
+        needed = audible_harmonics(mx.min(f0_hz).item(), self.sample_rate, self.n_harmonics)
+        sizes = [-(-self.n_harmonics // 2**j) for j in range(buckets)]
+        return min(size for size in sizes if size >= needed)
 
 
 def build_model(cfg: Config) -> DDSP:
@@ -300,7 +311,8 @@ def render_long(model: DDSP, f0_hz: mx.array, loudness_db: mx.array, n_samples: 
         end = min(start + block_frames, n_frames - 1)  # the block spans frames start..end, samples [start, end) * hop
         block = {k: v[:, start : end + 1] for k, v in controls.items()}
         initial_phase = phase[:, start * hop - 1] if start else None
-        out = model.synthesize(block, (end - start) * hop, block_key, initial_phase)
+        max_harmonics = model.max_harmonics(block["f0_hz"])
+        out = model.synthesize(block, (end - start) * hop, block_key, initial_phase, max_harmonics)
         for k in parts:
             parts[k].append(np.array(out[k]))
     return {k: np.concatenate(v, axis=1)[:, :n_samples] for k, v in parts.items()}

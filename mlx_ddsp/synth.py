@@ -91,6 +91,11 @@ def remove_above_nyquist(f0_hz: mx.array, harmonic_distribution: mx.array, sampl
     return distribution / mx.maximum(mx.sum(distribution, axis=-1, keepdims=True), 1e-7)
 
 
+def audible_harmonics(min_f0_hz: float, sample_rate: int, n_harmonics: int) -> int:
+    """How many of harmonics 1..n_harmonics can be below Nyquist when f0 never goes below `min_f0_hz`."""
+    return int(min(n_harmonics, max(1, math.ceil(sample_rate / 2 / max(min_f0_hz, 1e-3)))))
+
+
 def harmonic_synth(
     f0_hz: mx.array,
     amplitude: mx.array,
@@ -98,6 +103,7 @@ def harmonic_synth(
     n_samples: int,
     sample_rate: int,
     initial_phase: mx.array | None = None,
+    max_harmonics: int | None = None,
 ) -> mx.array:
     """Additive synthesis of K harmonics of a time-varying fundamental.
 
@@ -107,10 +113,14 @@ def harmonic_synth(
         harmonics below Nyquist (see `remove_above_nyquist`).
     initial_phase: (B,) phase of the fundamental in cycles before the first sample (to continue a previous block);
         None is 0.
+    max_harmonics: oscillate only harmonics 1..max_harmonics. The result is unchanged (values and gradients) when
+        the others are at or above Nyquist in every frame, i.e. max_harmonics >= `audible_harmonics(min f0)`;
+        with a high instrument most of the (B, n_samples, K) oscillator work is saved.
     Returns (B, n_samples): sum_k amplitude * dist_k * sin(2*pi*k*phase), phase = initial_phase + running sum of
     f0 / sample_rate (in cycles, accumulated with `wrapped_cumsum`).
     """
     harmonic_amplitudes = amplitude[..., None] * remove_above_nyquist(f0_hz, harmonic_distribution, sample_rate)
+    harmonic_amplitudes = harmonic_amplitudes[..., :max_harmonics]
     f0_audio = upsample_frames(f0_hz[..., None], n_samples)[..., 0]
     phase = wrapped_cumsum(f0_audio / sample_rate)  # (B, N) cycles in [0, 1)
     if initial_phase is not None:

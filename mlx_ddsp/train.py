@@ -79,10 +79,24 @@ def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config):
     """A compiled step(audio, f0_hz, loudness_db) -> (loss, grad_norm, ok) that updates model and optimizer.
 
     A step whose loss or gradient norm is not finite changes neither (ok is False); the random state moves on.
+    Harmonics that are above Nyquist for the whole batch are not oscillated (exact, see `DDSP.max_harmonics`); one
+    compiled function is kept per harmonic count, at most four.
     """
+    compiled = {}
 
+    def step(audio, f0_hz, loudness_db):
+        max_harmonics = model.max_harmonics(f0_hz)
+        if max_harmonics not in compiled:
+            compiled[max_harmonics] = _compiled_step(model, optimizer, cfg, max_harmonics)
+        return compiled[max_harmonics](audio, f0_hz, loudness_db)
+
+    return step
+
+
+def _compiled_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config, max_harmonics: int | None):
     def loss_fn(audio, f0_hz, loudness_db):
-        return spectral_loss(cfg, audio, model(f0_hz, loudness_db, audio.shape[1])["audio"])
+        out = model(f0_hz, loudness_db, audio.shape[1], max_harmonics=max_harmonics)
+        return spectral_loss(cfg, audio, out["audio"])
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     state = [model.state, optimizer.state, mx.random.state]

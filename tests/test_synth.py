@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mlx_ddsp.synth import (
+    audible_harmonics,
     exp_sigmoid,
     fft_convolve,
     filtered_noise,
@@ -75,6 +76,26 @@ def test_no_energy_above_nyquist_or_aliased():
     assert spec[~allowed].sum() / spec.sum() < 1e-6
     # The two audible harmonics share the amplitude equally.
     assert np.sqrt(spec[3000]) * 2 / n == pytest.approx(0.5, rel=1e-2)
+
+
+def test_skipping_inaudible_harmonics_changes_nothing():
+    """A glide 400 -> 900 Hz at 16 kHz: harmonics 21..60 never sound, so oscillating only 1..20 is exact."""
+    n = SR // 2
+    n_frames = n // 64 + 1
+    f0 = mx.array(np.geomspace(400, 900, n_frames, dtype=np.float32)[None])
+    amp = mx.full((1, n_frames), 0.5)
+    dist = mx.random.uniform(0.1, 1.0, (1, n_frames, 60), key=mx.random.key(0))
+    needed = audible_harmonics(400.0, SR, 60)
+    assert needed == 20
+
+    def render(dist, max_harmonics):
+        return harmonic_synth(f0, amp, dist, n, SR, max_harmonics=max_harmonics)
+
+    np.testing.assert_allclose(np.array(render(dist, needed)), np.array(render(dist, None)), atol=1e-6)
+    weights = mx.random.normal((1, n), key=mx.random.key(1))
+    grads = [mx.grad(lambda d: (render(d, k) * weights).sum())(dist) for k in (needed, None)]
+    np.testing.assert_allclose(np.array(grads[0]), np.array(grads[1]), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(np.array(render(dist, needed - 5)), np.array(render(dist, None)), atol=1e-3)
 
 
 def test_phase_exact_over_60_seconds():
