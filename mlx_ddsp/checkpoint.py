@@ -39,17 +39,16 @@ def step_checkpoints(run_dir: str | Path) -> list[Path]:
 
 def resolve(run_dir: str | Path, which: str = "last") -> Path:
     """A checkpoint folder: `which` is "last", "best" or a path to a checkpoint folder."""
-    if which == "last":
-        found = step_checkpoints(run_dir)
-        if not found:
-            raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINTS}; train first (python -m mlx_ddsp.train)")
-        return found[-1]
     path = Path(run_dir) / CHECKPOINTS / BEST if which == BEST else Path(which)
-    if not (path / "state.json").exists():
-        if which == BEST and step_checkpoints(run_dir):
-            return step_checkpoints(run_dir)[-1]  # no validation split: the last is the best we know
-        raise CheckpointError(f"no checkpoint at {path}")
-    return path
+    if which != "last" and (path / "state.json").exists():
+        return path
+    if which not in ("last", BEST):
+        raise CheckpointError(f"no checkpoint at {path}; pass best, last or a folder holding state.json")
+    found = step_checkpoints(run_dir)  # "last", or "best" in a run without a validation split
+    if not found:
+        raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINTS}; train first: "
+                              f"python -m mlx_ddsp.train RECIPE run_dir={run_dir}")
+    return found[-1]
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:

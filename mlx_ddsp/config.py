@@ -93,6 +93,7 @@ class TrainConfig:
     n_renders: int = 3  # validation clips rendered each time
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3  # step checkpoints kept (plus the best)
+    eval_at_end: bool = True  # evaluate the best checkpoint on the validation split when training stops
 
 
 @dataclass
@@ -230,7 +231,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"recipe '{path}' not found")
+            raise ConfigError(f"recipe '{path}' not found; the bundled recipes are in recipes/ "
+                              "(e.g. recipes/flute.yaml, recipes/flute_cpu.yaml, recipes/smoke.yaml)")
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:

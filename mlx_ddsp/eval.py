@@ -197,7 +197,7 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlx_ddsp.eval", description=__doc__.split("\n\n")[0],
                                      epilog="example: python -m mlx_ddsp.eval runs/flute_cpu",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -205,12 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="a folder (or file) of recordings to evaluate instead of the validation split")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint folder")
     parser.add_argument("--out", help="output folder (default RUN_DIR/eval)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     try:
         evaluate(args.run_dir, args.data, args.checkpoint, args.out, console)
     except (EvalError, checkpoint.CheckpointError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
         return 1
     return 0
 

@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         preprocess(load_config(argv[0], argv[1:]), console)
     except (ConfigError, PreprocessError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
         return 1
     return 0
 

@@ -73,6 +73,8 @@ def resynthesize(run_dir: str | Path, input_path: str | Path, output_path: str |
                  voiced_threshold: float = VOICED, console: Console | None = None) -> dict:
     """Render INPUT's performance through the trained model into OUTPUT. Returns the adjustment notes."""
     console = console or Console(stderr=True)
+    if not Path(input_path).is_file():
+        raise ResynthError(f"input file {input_path} does not exist")
     model, cfg, state = checkpoint.load_trained(run_dir, which)
     try:
         audio = load_audio(input_path, cfg.data.sample_rate)
@@ -91,7 +93,7 @@ def resynthesize(run_dir: str | Path, input_path: str | Path, output_path: str |
     return notes
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlx_ddsp.resynth", description=__doc__.split("\n\n")[0],
                                      epilog="example: python -m mlx_ddsp.resynth runs/flute_cpu voice.wav "
                                             "flute_voice.wav --auto-adjust",
@@ -107,13 +109,17 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"voicing confidence below which frames are rendered {UNVOICED_ATTENUATION_DB:g} dB "
                              f"quieter (default {VOICED}; lower it for breathy or noisy inputs)")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint folder")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     try:
         resynthesize(args.run_dir, args.input, args.output, args.pitch_shift, args.loudness_shift,
                      args.auto_adjust, args.checkpoint, args.voiced_threshold, console)
     except (ResynthError, checkpoint.CheckpointError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
         return 1
     return 0
 

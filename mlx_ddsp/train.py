@@ -8,7 +8,8 @@ usage: python -m mlx_ddsp.train RECIPE [key=value ...]
 Preprocesses the recipe's data folder when its cache is missing or stale, then trains with a compiled step, writing
 to the run dir: config.yaml, logs/metrics.jsonl, checkpoints/ (last few and best) and renders/step_NNNNNN/ (target
 and reconstruction WAVs of validation clips). Started again on a run dir with a checkpoint, it resumes from it;
-Ctrl-C (or SIGTERM) saves a checkpoint before exiting.
+Ctrl-C (or SIGTERM) saves a checkpoint before exiting. When training stops it evaluates the best checkpoint on the
+validation clips (eval/report.html and eval/metrics.json in the run dir; train.eval_at_end=false skips this).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mlx_ddsp import checkpoint
 from mlx_ddsp.audio import save_audio
 from mlx_ddsp.config import Config, ConfigError, config_to_dict, load_config, save_config
 from mlx_ddsp.data import BatchStream, ExampleSet
+from mlx_ddsp.eval import evaluate
 from mlx_ddsp.losses import multiscale_spectral_loss
 from mlx_ddsp.models import DDSP, build_model
 from mlx_ddsp.preprocess import PreprocessError, cache_dir_for, preprocess
@@ -39,7 +41,7 @@ from mlx_ddsp.preprocess import PreprocessError, cache_dir_for, preprocess
 VAL_NOISE_SEED = 1234  # validation and renders draw the same noise every time (and leave the training RNG alone)
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.val_max_examples",
                   "train.render_every", "train.n_renders", "train.checkpoint_every", "train.keep_checkpoints",
-                  "train.max_bad_steps", "run_dir", "data.dir", "data.cache_dir")
+                  "train.max_bad_steps", "train.eval_at_end", "run_dir", "data.dir", "data.cache_dir")
 
 
 class TrainingError(Exception):
@@ -238,7 +240,7 @@ def train(cfg: Config, console: Console | None = None) -> dict:
         state["rng"] = np.array(mx.random.state[0]).tolist()
         checkpoint.save(run_dir, model, optimizer, cfg, {**state, **stats}, best=best, keep=t.keep_checkpoints)
 
-    def evaluate(step):
+    def validate(step):
         if not val_indices:
             return None
         val = validation_loss(model, val_set, val_indices, cfg)
@@ -249,7 +251,7 @@ def train(cfg: Config, console: Console | None = None) -> dict:
         return val, best
 
     if state["step"] == 0:
-        evaluate(0)
+        validate(0)
     stop, bad_in_a_row, last = _StopRequest(), 0, {}
     columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.description}"))
@@ -282,7 +284,7 @@ def train(cfg: Config, console: Console | None = None) -> dict:
                                "steps_per_s": round(rate, 4), "elapsed_s": round(state["elapsed_s"], 3)})
                 best = False
                 if step % t.eval_every == 0 or step == t.steps:
-                    result = evaluate(step)
+                    result = validate(step)
                     if result:
                         last["val_loss"], best = result
                     console.print(_line(step, t.steps, last, optimizer, rate))
@@ -298,8 +300,13 @@ def train(cfg: Config, console: Console | None = None) -> dict:
     if stop.requested:
         save()
         console.print(f"stopped at step {state['step']}; checkpoint saved, run the same command to resume")
-    return {"step": state["step"], "best_val_loss": state["best_val_loss"], "elapsed_s": state["elapsed_s"],
-            "interrupted": stop.requested, **last}
+    summary = {"step": state["step"], "best_val_loss": state["best_val_loss"], "elapsed_s": state["elapsed_s"],
+               "interrupted": stop.requested, **last}
+    if t.eval_at_end and val_indices:
+        result = evaluate(run_dir, which="best", console=console)
+        summary["eval"] = result["mean"]
+        console.print(f"listen: open {run_dir / 'eval' / 'report.html'} in a browser")
+    return summary
 
 
 def _line(step: int, total: int, last: dict, optimizer, rate: float) -> str:
@@ -320,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(argv[0], argv[1:])
         summary = train(cfg, console)
     except (ConfigError, PreprocessError, TrainingError, checkpoint.CheckpointError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
         return 1
     return 130 if summary["interrupted"] else 0
 

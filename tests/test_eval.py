@@ -34,7 +34,7 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     cfg = load_config(ROOT / "recipes" / "smoke.yaml",
                       [f"run_dir={root}", f"data.dir={ROOT / 'data' / 'flute'}", f"data.cache_dir={root / 'cache'}",
-                       "train.steps=60", "train.eval_every=30", "train.render_every=1000"])
+                       "train.steps=60", "train.eval_every=30", "train.render_every=1000", "train.eval_at_end=false"])
     train(cfg)
     return root
 

@@ -31,7 +31,7 @@ def cache_dir(tmp_path_factory):
 
 def smoke(run_dir, cache_dir, *overrides):
     return load_config(SMOKE, [f"run_dir={run_dir}", f"data.dir={ROOT / 'data' / 'flute'}",
-                               f"data.cache_dir={cache_dir}", *overrides])
+                               f"data.cache_dir={cache_dir}", "train.eval_at_end=false", *overrides])
 
 
 def metrics(run_dir) -> list[dict]:
@@ -66,7 +66,7 @@ def test_one_clip_overfits(tmp_path):
 def test_training_learns_and_writes_the_run_dir(tmp_path, cache_dir):
     run = tmp_path / "run"
     assert main([str(SMOKE), f"run_dir={run}", f"data.dir={ROOT / 'data' / 'flute'}",
-                 f"data.cache_dir={cache_dir}", "train.steps=120", "train.eval_every=60",
+                 f"data.cache_dir={cache_dir}", "train.steps=120", "train.eval_every=60", "train.eval_at_end=false",
                  "train.render_every=60", "train.checkpoint_every=60"]) == 0
     assert load_config(run / "config.yaml").train.steps == 120
     val = {m["step"]: m["val_loss"] for m in metrics(run) if "val_loss" in m}
@@ -104,13 +104,13 @@ def test_same_seed_same_losses_and_resume_continues_the_curve(tmp_path, cache_di
 def test_resume_with_another_recipe_is_refused(tmp_path, cache_dir):
     train(smoke(tmp_path, cache_dir, "train.steps=2"))
     assert main([str(SMOKE), f"run_dir={tmp_path}", f"data.dir={ROOT / 'data' / 'flute'}",
-                 f"data.cache_dir={cache_dir}", "model.hidden_size=8"]) == 1
+                 f"data.cache_dir={cache_dir}", "model.hidden_size=8", "train.eval_at_end=false"]) == 1
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path, cache_dir):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "mlx_ddsp.train", str(SMOKE), f"run_dir={run}", f"data.dir={ROOT / 'data' / 'flute'}",
-           f"data.cache_dir={cache_dir}", "train.steps=100000", "train.eval_every=100000"]
+           f"data.cache_dir={cache_dir}", "train.steps=100000", "train.eval_every=100000", "train.eval_at_end=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=dict(os.environ, MLX_DDSP_OPENBLAS="0"))
     log = run / "logs" / "metrics.jsonl"
