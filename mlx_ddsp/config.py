@@ -57,6 +57,10 @@ class ModelConfig:
     recurrent: str = "gru"  # "gru" (Magenta's decoder) or "mingru" (parallel-in-time scan, much faster on CPU)
     noise_bias: float = -5.0  # offset added to the noise magnitudes' pre-activations (noise starts quiet)
     frame_rate: int = 250  # decoder frames per second; must divide features.frame_rate (e.g. 50 for speed)
+    encoder: bool = False  # learn a latent z from the audio's MFCCs (Magenta's MfccTimeDistributedRnnEncoder)
+    z_dims: int = 16  # size of z
+    z_frame_rate: int = 50  # frames per second of the encoder (z is interpolated to the decoder's frames)
+    encoder_gru_size: int = 512  # recurrent units of the encoder
 
 
 @dataclass
@@ -65,7 +69,8 @@ class SynthConfig:
     n_noise_bands: int = 65
     harmonic: bool = True
     noise: bool = True
-    reverb: bool = False
+    reverb: bool = False  # a learned impulse response applied to harmonic + noise (dry path kept)
+    reverb_seconds: float = 3.0  # impulse response length (Magenta: 48000 samples at 16 kHz)
 
 
 @dataclass

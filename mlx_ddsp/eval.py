@@ -7,7 +7,8 @@ usage: python -m mlx_ddsp.eval RUN_DIR [--data DIR] [--checkpoint best|last|PATH
 
 Clips are the run's validation files (from its cache), or every recording in --data (any length, any format the
 preprocessing reads), rendered whole. For each clip, OUT/<clip>/ gets target.wav, recon.wav, harmonic.wav,
-noise.wav and baseline.wav; OUT/metrics.json and OUT/report.html summarise. OUT defaults to RUN_DIR/eval.
+noise.wav and baseline.wav (and dry.wav with a reverb; recon.wav is then the wet signal); OUT/metrics.json and
+OUT/report.html summarise. OUT defaults to RUN_DIR/eval.
 
 Metrics (model and baseline, per clip and mean):
   spectral_loss     the training's multi-scale spectral loss over the whole clip
@@ -160,9 +161,9 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
 
 
 def render_clip(model: DDSP, features: dict, n_samples: int) -> dict[str, np.ndarray]:
-    """{"audio", "harmonic", "noise"}: (n_samples,) renders of one clip's features, with fixed noise."""
+    """{"audio", "harmonic", "noise"} (and "dry" with reverb): (n_samples,) renders of one clip, fixed noise."""
     out = render_long(model, mx.array(features["f0_hz"][None]), mx.array(features["loudness_db"][None]), n_samples,
-                      key=mx.random.key(RENDER_NOISE_SEED))
+                      key=mx.random.key(RENDER_NOISE_SEED), audio=mx.array(features["audio"][None, :n_samples]))
     return {k: v[0] for k, v in out.items()}
 
 

@@ -1,4 +1,5 @@
-"""The DDSP autoencoder's network half: Magenta's RnnFcDecoder, a fast GRU, and the `DDSP` module wiring it to the synth.
+"""The DDSP autoencoder's networks (Magenta's RnnFcDecoder, a fast GRU, minGRU, the MFCC encoder) and the `DDSP`
+module wiring them to the synth.
 
     model = DDSP(cfg.model, cfg.synth, sample_rate=16000, feature_frame_rate=250)
     out = model(f0_hz, loudness_db, n_samples)     # f0_hz, loudness_db: (B, T) at the feature frame rate
@@ -15,11 +16,13 @@ import mlx.nn as nn
 import numpy as np
 
 from mlx_ddsp.config import Config, ModelConfig, SynthConfig
+from mlx_ddsp.mfcc import mfcc
 from mlx_ddsp.synth import (audible_harmonics, exp_sigmoid, filtered_noise, harmonic_synth, hz_to_midi,
-                            upsample_frames, wrapped_cumsum)
+                            resample_frames, reverb, upsample_frames, wrapped_cumsum)
 
 F0_RANGE_MIDI = 127.0  # f0 input scaling: MIDI note / 127, as in Magenta
 LOUDNESS_RANGE_DB = 80.0  # loudness input scaling: dB / 80 + 1, as in Magenta (the loudness floor is -80 dB)
+N_MFCC = 30  # encoder input: Magenta's 30 MFCCs
 
 
 def scale_f0(f0_hz: mx.array) -> mx.array:
@@ -164,12 +167,14 @@ class RnnFcDecoder(nn.Module):
 
     The recurrent layer is `model.recurrent`: "gru" (Magenta's) or "mingru" (parallel in time, see `MinGRU`).
 
-    inputs: list of (B, T, 1) arrays. Returns (B, T, n_outputs) raw pre-activations and the GRU's last state (B, H).
+    inputs: list of (B, T, size) arrays (sizes as `input_sizes`: 1 for f0 and loudness, z_dims for z).
+    Returns (B, T, n_outputs) raw pre-activations and the GRU's last state (B, H).
     """
 
-    def __init__(self, cfg: ModelConfig, n_inputs: int, n_outputs: int):
+    def __init__(self, cfg: ModelConfig, input_sizes: list[int], n_outputs: int):
         super().__init__()
-        self.input_stacks = [MLP(1, cfg.hidden_size, cfg.n_mlp_layers) for _ in range(n_inputs)]
+        n_inputs = len(input_sizes)
+        self.input_stacks = [MLP(size, cfg.hidden_size, cfg.n_mlp_layers) for size in input_sizes]
         if cfg.recurrent not in RECURRENT_LAYERS:
             raise ValueError(f"model.recurrent must be one of {sorted(RECURRENT_LAYERS)}, not {cfg.recurrent!r}")
         self.gru = RECURRENT_LAYERS[cfg.recurrent](n_inputs * cfg.hidden_size, cfg.gru_size)
@@ -181,6 +186,25 @@ class RnnFcDecoder(nn.Module):
         hidden, state = self.gru(mx.concatenate(stacks, axis=-1), state)
         x = self.output_stack(mx.concatenate(stacks + [hidden], axis=-1))
         return self.dense_out(x), state
+
+
+class MfccEncoder(nn.Module):
+    """Magenta's MfccTimeDistributedRnnEncoder: MFCCs (30 from 128 mels, 20-8000 Hz, 1024-point FFT) -> LayerNorm
+    -> recurrent layer -> dense -> z, computed at `model.z_frame_rate` and interpolated to the decoder's frames."""
+
+    def __init__(self, cfg: ModelConfig, sample_rate: int):
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.hop = sample_rate // cfg.z_frame_rate
+        self.norm = nn.LayerNorm(N_MFCC)
+        self.rnn = RECURRENT_LAYERS[cfg.recurrent](N_MFCC, cfg.encoder_gru_size)
+        self.dense = nn.Linear(cfg.encoder_gru_size, cfg.z_dims)
+
+    def __call__(self, audio: mx.array, n_frames: int) -> mx.array:
+        """audio: (B, N) -> z: (B, n_frames, z_dims), frames spanning the audio like the decoder's."""
+        features = self.norm(mfcc(audio, self.sample_rate, self.hop, n_mfcc=N_MFCC))
+        hidden, _ = self.rnn(features)
+        return resample_frames(self.dense(hidden), n_frames)
 
 
 class DDSP(nn.Module):
@@ -204,7 +228,12 @@ class DDSP(nn.Module):
         self.n_harmonics = synth_cfg.n_harmonics if synth_cfg.harmonic else 0
         self.n_noise_bands = synth_cfg.n_noise_bands if synth_cfg.noise else 0
         n_outputs = (1 + self.n_harmonics if self.n_harmonics else 0) + self.n_noise_bands
-        self.decoder = RnnFcDecoder(cfg, n_inputs=2, n_outputs=n_outputs)
+        self.decoder = RnnFcDecoder(cfg, [1, 1] + ([cfg.z_dims] if cfg.encoder else []), n_outputs)
+        self.use_encoder, self.use_reverb = cfg.encoder, synth_cfg.reverb
+        if cfg.encoder:
+            self.encoder = MfccEncoder(cfg, sample_rate)
+        if synth_cfg.reverb:  # starts as (almost) no reverb: Magenta's N(0, 1e-6) initialisation
+            self.reverb_ir = 1e-6 * mx.random.normal((max(2, int(synth_cfg.reverb_seconds * sample_rate)),))
 
     def decoder_frames(self, n_feature_frames: int) -> int:
         """Number of decoder frames for `n_feature_frames` feature frames ((n - 1) must be a multiple of stride)."""
@@ -215,19 +244,29 @@ class DDSP(nn.Module):
             )
         return (n_feature_frames - 1) // self.stride + 1
 
-    def controls(self, f0_hz: mx.array, loudness_db: mx.array, state: mx.array | None = None) -> dict:
-        """Synth controls at the decoder frame rate from features at the feature frame rate (B, T)."""
-        self.decoder_frames(f0_hz.shape[1])
-        return self.decode(f0_hz[:, :: self.stride], loudness_db[:, :: self.stride], state)
+    def controls(self, f0_hz: mx.array, loudness_db: mx.array, state: mx.array | None = None,
+                 audio: mx.array | None = None, z: mx.array | None = None) -> dict:
+        """Synth controls at the decoder frame rate from features at the feature frame rate (B, T).
 
-    def decode(self, f0_hz: mx.array, loudness_db: mx.array, state: mx.array | None = None) -> dict:
+        With an encoder, z (B, T', z_dims) at the decoder rate is taken as given or encoded from `audio` (B, N).
+        """
+        n_frames = self.decoder_frames(f0_hz.shape[1])
+        if self.use_encoder and z is None:
+            if audio is None:
+                raise ValueError("a model with an encoder needs the audio (or z) as well as f0 and loudness")
+            z = self.encoder(audio, n_frames)
+        return self.decode(f0_hz[:, :: self.stride], loudness_db[:, :: self.stride], state, z)
+
+    def decode(self, f0_hz: mx.array, loudness_db: mx.array, state: mx.array | None = None,
+               z: mx.array | None = None) -> dict:
         """Synth controls from features already at the decoder frame rate.
 
-        f0_hz, loudness_db: (B, T'). Returns {"f0_hz": (B, T'), "amplitude": (B, T'), "harmonic_distribution":
-        (B, T', K), "noise_magnitudes": (B, T', F), "state": (B, H)}; the harmonic entries are absent when
-        synth.harmonic is off, the noise entry when synth.noise is off.
+        f0_hz, loudness_db: (B, T'); z: (B, T', z_dims) when the model has an encoder. Returns {"f0_hz": (B, T'),
+        "amplitude": (B, T'), "harmonic_distribution": (B, T', K), "noise_magnitudes": (B, T', F), "state": (B, H)};
+        the harmonic entries are absent when synth.harmonic is off, the noise entry when synth.noise is off.
         """
-        raw, state = self.decoder([scale_f0(f0_hz), scale_loudness(loudness_db)], state)
+        inputs = [scale_f0(f0_hz), scale_loudness(loudness_db)] + ([z] if self.use_encoder else [])
+        raw, state = self.decoder(inputs, state)
         out = {"f0_hz": f0_hz, "state": state}
         if self.n_harmonics:
             out["amplitude"] = exp_sigmoid(raw[..., 0])
@@ -239,7 +278,7 @@ class DDSP(nn.Module):
     def synthesize(self, controls: dict, n_samples: int, key: mx.array | None = None,
                    initial_phase: mx.array | None = None, max_harmonics: int | None = None) -> dict:
         """{"harmonic", "noise", "audio"}, each (B, n_samples), from `decode`'s controls (see `harmonic_synth` for
-        initial_phase and max_harmonics, `filtered_noise` for key)."""
+        initial_phase and max_harmonics, `filtered_noise` for key). "audio" is the dry sum; see `apply_reverb`."""
         batch = controls["f0_hz"].shape[0]
         silence = mx.zeros((batch, n_samples))
         harmonic = noise = silence
@@ -258,14 +297,25 @@ class DDSP(nn.Module):
         state: mx.array | None = None,
         key: mx.array | None = None,
         max_harmonics: int | None = None,
+        audio: mx.array | None = None,
+        z: mx.array | None = None,
     ) -> dict:
-        """Render audio. Returns the controls plus "audio", "harmonic" and "noise", each (B, n_samples).
+        """Render audio. Returns the controls plus "audio", "harmonic" and "noise" (and "dry" with reverb), each
+        (B, n_samples).
 
         key: PRNG key of the noise (None: the global random state). max_harmonics: see `harmonic_synth`.
+        audio / z: the encoder's input, or z itself (models with `model.encoder` only).
         """
-        out = self.controls(f0_hz, loudness_db, state)
+        out = self.controls(f0_hz, loudness_db, state, audio, z)
         out.update(self.synthesize(out, n_samples, key, max_harmonics=max_harmonics))
+        out.update(self.apply_reverb(out["audio"]))
         return out
+
+    def apply_reverb(self, dry: mx.array) -> dict:
+        """{"audio": wet} or, with synth.reverb, {"dry": dry, "audio": dry + dry convolved with the learned IR}."""
+        if not self.use_reverb:
+            return {"audio": dry}
+        return {"dry": dry, "audio": reverb(dry, self.reverb_ir)}
 
     def max_harmonics(self, f0_hz: mx.array, buckets: int = 4) -> int | None:
         """The fewest harmonics that render `f0_hz` exactly, rounded up to K, K/2, K/4, ... (`buckets` sizes, so a
@@ -283,22 +333,36 @@ def build_model(cfg: Config) -> DDSP:
 
 
 def render_long(model: DDSP, f0_hz: mx.array, loudness_db: mx.array, n_samples: int, block_frames: int = 500,
-                key: mx.array | None = None) -> dict[str, np.ndarray]:
+                key: mx.array | None = None, audio: mx.array | None = None,
+                z: mx.array | None = None) -> dict[str, np.ndarray]:
     """Render a signal of any length in blocks, with the GRU state and the oscillator phase carried across them.
 
     f0_hz, loudness_db: (B, T) features at the model's feature frame rate, frame t at sample t * hop (T = n_samples //
     hop + 1, as the feature extractors give). block_frames: decoder frames per block (bounds memory).
-    Returns {"audio", "harmonic", "noise"}: numpy (B, n_samples). The harmonic part equals a one-piece render up to
-    float rounding; the noise is drawn per block from `key`.
+    audio: (B, n_samples), the encoder's input, or z: (B, z_dims), one latent held for the whole signal (models with
+    an encoder only). Returns {"audio", "harmonic", "noise"} (and "dry" with reverb): numpy (B, n_samples). The
+    harmonic part equals a one-piece render up to float rounding; the noise is drawn per block from `key`; the
+    reverb is applied to the whole dry signal at the end.
     """
     key = mx.random.key(0) if key is None else key
     hop = model.hop * model.stride  # samples per decoder frame
     n_frames = -(-n_samples // hop) + 1  # decoder frames covering n_samples, the last one at or after the end
     positions = mx.array(np.minimum(np.arange(n_frames) * model.stride, f0_hz.shape[1] - 1))  # hold the last frame
     f0_hz, loudness_db = f0_hz[:, positions], loudness_db[:, positions]
+    latent = None
+    if model.use_encoder:
+        if z is not None:
+            latent = mx.broadcast_to(z[:, None], (z.shape[0], n_frames, z.shape[-1]))
+        elif audio is not None:
+            padded = mx.pad(audio, [(0, 0), (0, (n_frames - 1) * hop - audio.shape[1])])
+            latent = model.encoder(padded, n_frames)
+        else:
+            raise ValueError("a model with an encoder needs the audio or z")
     controls, state = [], None
     for start in range(0, n_frames, block_frames):
-        block = model.decode(f0_hz[:, start : start + block_frames], loudness_db[:, start : start + block_frames], state)
+        frames = slice(start, start + block_frames)
+        block = model.decode(f0_hz[:, frames], loudness_db[:, frames], state,
+                             None if latent is None else latent[:, frames])
         state = block.pop("state")
         mx.eval(block, state)
         controls.append(block)
@@ -315,4 +379,6 @@ def render_long(model: DDSP, f0_hz: mx.array, loudness_db: mx.array, n_samples: 
         out = model.synthesize(block, (end - start) * hop, block_key, initial_phase, max_harmonics)
         for k in parts:
             parts[k].append(np.array(out[k]))
-    return {k: np.concatenate(v, axis=1)[:, :n_samples] for k, v in parts.items()}
+    out = {k: np.concatenate(v, axis=1)[:, :n_samples] for k, v in parts.items()}
+    out.update({k: np.array(v) for k, v in model.apply_reverb(mx.array(out["audio"])).items()})
+    return out

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from mlx_ddsp.atomic import atomic_path
 
-PLAYERS = ("target", "recon", "harmonic", "noise", "baseline")
+PLAYERS = ("target", "recon", "dry", "harmonic", "noise", "baseline")
 # a dark-to-bright colour map (black, violet, red, orange, pale yellow) for dB images
 _ANCHORS = np.array([[0, 0, 4], [80, 18, 123], [182, 54, 121], [251, 136, 97], [252, 253, 191]], dtype=np.float64)
 
@@ -72,7 +72,7 @@ def write_report(out_dir: Path, result: dict, sample_rate: int) -> Path:
         '<html lang="en"><head><meta charset="utf-8"><title>mlx_ddsp evaluation</title>',
         "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{width:49%;image-rendering:pixelated}"
-        "figure{display:inline-block;margin:0;width:19%}audio{width:100%}</style></head><body>",
+        "figure{display:inline-block;margin:0;width:16%}audio{width:100%}</style></head><body>",
         "<h1>mlx_ddsp evaluation</h1>",
         f"<p>run <code>{html.escape(result['run_dir'])}</code>, checkpoint <code>{html.escape(result['checkpoint'])}"
         f"</code> (step {result['step']}), {len(result['clips'])} clips.</p>",

@@ -1,7 +1,8 @@
 """Timbre transfer: drive a trained model with the pitch and loudness of any recording.
 
 usage: python -m mlx_ddsp.resynth RUN_DIR INPUT OUTPUT [--pitch-shift SEMITONES] [--loudness-shift DB]
-                                  [--auto-adjust] [--voiced-threshold C] [--checkpoint best|last|PATH]
+                                  [--auto-adjust] [--voiced-threshold C] [--z-from FILE]
+                                  [--checkpoint best|last|PATH]
 
   python -m mlx_ddsp.resynth runs/flute_cpu voice.wav voice_as_flute.wav --auto-adjust
   python -m mlx_ddsp.resynth runs/flute_cpu cello.flac cello_as_flute.wav --pitch-shift 12 --loudness-shift -6
@@ -11,7 +12,8 @@ confidence and loudness are extracted, adjusted, and rendered through the model;
 duration. --auto-adjust moves the pitch by whole octaves towards the training data's mean pitch and maps the
 loudness of the voiced frames onto the training loudness distribution by quantiles; --pitch-shift and
 --loudness-shift then apply on top. Frames whose voicing confidence is below --voiced-threshold (0.5) are rendered
-40 dB quieter, so silence and breaths stay quiet.
+40 dB quieter, so silence and breaths stay quiet. A model with an encoder takes z from INPUT, or with --z-from
+from another recording (its mean z over audible frames).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from rich.console import Console
 
 from mlx_ddsp import checkpoint
 from mlx_ddsp.audio import AudioError, load_audio, save_audio
-from mlx_ddsp.features import LOUDNESS_FLOOR_DB
-from mlx_ddsp.models import render_long
+from mlx_ddsp.eval import AUDIBLE_DB
+from mlx_ddsp.features import LOUDNESS_FLOOR_DB, compute_loudness
+from mlx_ddsp.models import DDSP, render_long
 from mlx_ddsp.preprocess import analyse
 
 VOICED = 0.5  # voicing confidence below which a frame is rendered quiet
@@ -68,23 +71,43 @@ def adjust(features: dict, stats: dict, pitch_shift: float = 0.0, loudness_shift
     return f0_hz.astype(np.float32), loudness_db.astype(np.float32), notes
 
 
+def _read(path: str | Path, sample_rate: int) -> np.ndarray:
+    if not Path(path).is_file():
+        raise ResynthError(f"input file {path} does not exist")
+    try:
+        return load_audio(path, sample_rate)
+    except AudioError as e:
+        raise ResynthError(f"cannot use {path}: {e}") from e
+
+
+def reference_z(model: DDSP, audio: np.ndarray, cfg) -> mx.array:
+    """(1, z_dims): the encoder's z of a reference recording, averaged over its audible frames."""
+    loudness_db = compute_loudness(audio, cfg.data.sample_rate, cfg.features.frame_rate)
+    z = model.encoder(mx.array(audio[None]), len(loudness_db))[0]  # (T, z_dims) at the feature frames
+    audible = mx.array(loudness_db > AUDIBLE_DB if (loudness_db > AUDIBLE_DB).any() else np.ones(len(z), bool))
+    return (mx.sum(z * audible[:, None], axis=0) / mx.sum(audible))[None]
+
+
 def resynthesize(run_dir: str | Path, input_path: str | Path, output_path: str | Path, pitch_shift: float = 0.0,
                  loudness_shift: float = 0.0, auto_adjust: bool = False, which: str = "best",
-                 voiced_threshold: float = VOICED, console: Console | None = None) -> dict:
-    """Render INPUT's performance through the trained model into OUTPUT. Returns the adjustment notes."""
+                 voiced_threshold: float = VOICED, z_from: str | Path | None = None,
+                 console: Console | None = None) -> dict:
+    """Render INPUT's performance through the trained model into OUTPUT. Returns the adjustment notes.
+
+    With an encoder, z comes from INPUT itself, or from the recording `z_from` (its mean z, held constant).
+    """
     console = console or Console(stderr=True)
-    if not Path(input_path).is_file():
-        raise ResynthError(f"input file {input_path} does not exist")
+    _read(input_path, 8000)  # fail on a missing or unreadable input before loading the model
     model, cfg, state = checkpoint.load_trained(run_dir, which)
-    try:
-        audio = load_audio(input_path, cfg.data.sample_rate)
-    except AudioError as e:
-        raise ResynthError(f"cannot use {input_path}: {e}") from e
+    if z_from is not None and not model.use_encoder:
+        raise ResynthError("--z-from needs a model trained with model.encoder=true; this one has no encoder")
+    audio = _read(input_path, cfg.data.sample_rate)
     features = analyse(audio, cfg)
     f0_hz, loudness_db, notes = adjust(features, state.get("stats", {}), pitch_shift, loudness_shift, auto_adjust,
                                      voiced_threshold)
+    z = reference_z(model, _read(z_from, cfg.data.sample_rate), cfg) if z_from is not None else None
     out = render_long(model, mx.array(f0_hz[None]), mx.array(loudness_db[None]), len(audio),
-                      key=mx.random.key(RENDER_NOISE_SEED))
+                      key=mx.random.key(RENDER_NOISE_SEED), audio=mx.array(audio[None]), z=z)
     save_audio(output_path, out["audio"][0], cfg.data.sample_rate)
     notes["seconds"] = len(audio) / cfg.data.sample_rate
     console.print(f"wrote {output_path}: {notes['seconds']:.1f} s, {notes['voiced_fraction']:.0%} voiced frames, "
@@ -108,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--voiced-threshold", type=float, default=VOICED,
                         help=f"voicing confidence below which frames are rendered {UNVOICED_ATTENUATION_DB:g} dB "
                              f"quieter (default {VOICED}; lower it for breathy or noisy inputs)")
+    parser.add_argument("--z-from", help="models with an encoder: take z from this recording instead of INPUT")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint folder")
     return parser
 
@@ -117,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         resynthesize(args.run_dir, args.input, args.output, args.pitch_shift, args.loudness_shift,
-                     args.auto_adjust, args.checkpoint, args.voiced_threshold, console)
+                     args.auto_adjust, args.checkpoint, args.voiced_threshold, args.z_from, console)
     except (ResynthError, checkpoint.CheckpointError) as e:
         console.print(f"[red]error:[/red] {e}", soft_wrap=True)
         return 1

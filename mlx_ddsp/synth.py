@@ -50,6 +50,16 @@ def upsample_frames(frames: mx.array, n_samples: int) -> mx.array:
     return mx.take(frames, lower, axis=1) * (1.0 - weight) + mx.take(frames, upper, axis=1) * weight
 
 
+def resample_frames(frames: mx.array, n_out: int) -> mx.array:
+    """Linear interpolation of (B, T, C) frames spanning a signal to (B, n_out, C) frames spanning the same signal
+    (first and last frames kept)."""
+    if frames.shape[1] == n_out:
+        return frames
+    if n_out == 1:
+        return frames[:, :1]
+    return mx.concatenate([upsample_frames(frames, n_out - 1), frames[:, -1:]], axis=1)
+
+
 def interpolation_weights(hop: int) -> mx.array:
     """(hop,) weights j / hop of the next frame for the samples j = 0..hop-1 of a segment."""
     return mx.arange(hop, dtype=mx.float32) / hop

@@ -97,7 +97,7 @@ def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config):
 
 def _compiled_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config, max_harmonics: int | None):
     def loss_fn(audio, f0_hz, loudness_db):
-        out = model(f0_hz, loudness_db, audio.shape[1], max_harmonics=max_harmonics)
+        out = model(f0_hz, loudness_db, audio.shape[1], max_harmonics=max_harmonics, audio=audio)
         return spectral_loss(cfg, audio, out["audio"])
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
@@ -131,7 +131,7 @@ def validation_loss(model: DDSP, dataset: ExampleSet, indices: list[int], cfg: C
     key = mx.random.key(VAL_NOISE_SEED)
     for start in range(0, len(indices), cfg.train.batch_size):
         batch = dataset.stack(indices[start : start + cfg.train.batch_size])
-        audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=key)["audio"]
+        audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=key, audio=batch["audio"])["audio"]
         total += spectral_loss(cfg, batch["audio"], audio).item() * len(batch["audio"])
     return total / len(indices)
 
@@ -139,7 +139,8 @@ def validation_loss(model: DDSP, dataset: ExampleSet, indices: list[int], cfg: C
 def render(model: DDSP, dataset: ExampleSet, indices: list[int], out_dir: Path, sample_rate: int) -> None:
     """Write <clip>_target.wav and <clip>_recon.wav for the validation examples `indices`."""
     batch = dataset.stack(indices)
-    audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=mx.random.key(VAL_NOISE_SEED))["audio"]
+    audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=mx.random.key(VAL_NOISE_SEED),
+                  audio=batch["audio"])["audio"]
     for i, target, recon in zip(indices, np.array(batch["audio"]), np.array(audio)):
         file, start = dataset.index[i]
         name = f"{Path(dataset.names[file]).stem}_{start * dataset.hop / sample_rate:06.1f}s"
