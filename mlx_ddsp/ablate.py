@@ -1,14 +1,17 @@
 """Ablation: train each branch of the model with the same steps and seed, evaluate all on the same held-out clips.
 
-usage: python -m mlx_ddsp.ablate RECIPE [key=value ...] [--out DIR] [--variants NAME ...]
+usage: python -m mlx_ddsp.ablate RECIPE [key=value ...] [--out DIR] [--set branches|speed] [--variants NAME ...]
 
-  python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.steps=300 --out runs/ablation
+  python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.steps=400 --out runs/ablation
+  python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.max_minutes=8 train.steps=100000 --set speed
 
 Variants (each a set of overrides on top of the recipe and your key=value words):
-  harmonic                   synth.noise=false synth.reverb=false model.encoder=false
-  harmonic+noise             synth.noise=true  synth.reverb=false model.encoder=false
-  harmonic+noise+reverb      synth.noise=true  synth.reverb=true  model.encoder=false
-  harmonic+noise+reverb+z    synth.noise=true  synth.reverb=true  model.encoder=true
+  --set branches (default)
+    harmonic                   synth.noise=false synth.reverb=false model.encoder=false
+    harmonic+noise             synth.noise=true  synth.reverb=false model.encoder=false
+    harmonic+noise+reverb      synth.noise=true  synth.reverb=true  model.encoder=false
+    harmonic+noise+reverb+z    synth.noise=true  synth.reverb=true  model.encoder=true
+  --set speed: gru@250, gru@50, mingru@250, mingru@50 (model.recurrent @ model.frame_rate)
 Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split.
 OUT/ablation.json holds one record per variant (name, overrides, steps, training minutes, step time, mean model
 metrics) and OUT/ablation.md the table. OUT defaults to runs/ablation.
@@ -31,25 +34,34 @@ from mlx_ddsp.eval import METRICS, EvalError, evaluate
 from mlx_ddsp.preprocess import PreprocessError
 from mlx_ddsp.train import TrainingError, train
 
-VARIANTS = {
-    "harmonic": ["synth.noise=false", "synth.reverb=false", "model.encoder=false"],
-    "harmonic+noise": ["synth.noise=true", "synth.reverb=false", "model.encoder=false"],
-    "harmonic+noise+reverb": ["synth.noise=true", "synth.reverb=true", "model.encoder=false"],
-    "harmonic+noise+reverb+z": ["synth.noise=true", "synth.reverb=true", "model.encoder=true"],
+VARIANT_SETS = {
+    "branches": {  # the paper's model, one branch at a time
+        "harmonic": ["synth.noise=false", "synth.reverb=false", "model.encoder=false"],
+        "harmonic+noise": ["synth.noise=true", "synth.reverb=false", "model.encoder=false"],
+        "harmonic+noise+reverb": ["synth.noise=true", "synth.reverb=true", "model.encoder=false"],
+        "harmonic+noise+reverb+z": ["synth.noise=true", "synth.reverb=true", "model.encoder=true"],
+    },
+    "speed": {  # recurrent layer x decoder frame rate; compare them with train.max_minutes (same wall time)
+        "gru@250": ["model.recurrent=gru", "model.frame_rate=250"],
+        "gru@50": ["model.recurrent=gru", "model.frame_rate=50"],
+        "mingru@250": ["model.recurrent=mingru", "model.frame_rate=250"],
+        "mingru@50": ["model.recurrent=mingru", "model.frame_rate=50"],
+    },
 }
 
 
-def ablate(recipe: str, overrides: list[str], out: Path, names: list[str], console: Console) -> list[dict]:
+def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, list[str]],
+           console: Console) -> list[dict]:
     records = []
-    for name in names:
-        run_dir = out / name.replace("+", "_")
-        words = [*overrides, *VARIANTS[name], f"run_dir={run_dir}", "train.eval_at_end=false"]
+    for name, variant in variants.items():
+        run_dir = out / name.replace("+", "_").replace("@", "_at_")
+        words = [*overrides, *variant, f"run_dir={run_dir}", "train.eval_at_end=false"]
         cfg = load_config(recipe, words)
         console.rule(f"[bold]{name}")
         summary = train(cfg, console)
         result = evaluate(run_dir, which="best", console=console)
         state, _ = checkpoint.load(checkpoint.resolve(run_dir, "last"))
-        records.append({"name": name, "overrides": VARIANTS[name], "run_dir": str(run_dir), "steps": summary["step"],
+        records.append({"name": name, "overrides": variant, "run_dir": str(run_dir), "steps": summary["step"],
                         "train_minutes": round(state["elapsed_s"] / 60, 2), "best_step": result["step"],
                         "metrics": result["mean"]["model"], "baseline": result["mean"]["baseline"]})
         write(out, records)
@@ -78,15 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*", help="key=value recipe overrides applied to every variant")
     parser.add_argument("--out", default="runs/ablation", help="folder for the runs and the table")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--set", default="branches", choices=list(VARIANT_SETS),
+                        help="branches (default): the model's branches; speed: recurrent layer x decoder frame rate")
+    parser.add_argument("--variants", nargs="+", help="only these variants of the set")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
+    variants = VARIANT_SETS[args.set]
+    unknown = sorted(set(args.variants or []) - set(variants))
+    if unknown:
+        console.print(f"[red]error:[/red] unknown variant(s) {unknown}; the {args.set} set has {list(variants)}",
+                      soft_wrap=True)
+        return 1
+    variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
     try:
-        records = ablate(args.recipe, args.overrides, Path(args.out), args.variants, console)
+        records = ablate(args.recipe, args.overrides, Path(args.out), variants, console)
     except (ConfigError, PreprocessError, TrainingError, EvalError, checkpoint.CheckpointError) as e:
         console.print(f"[red]error:[/red] {e}", soft_wrap=True)
         return 1

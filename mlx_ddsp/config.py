@@ -84,6 +84,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     steps: int = 30000
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this much training wall time, resumes included; 0: none
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 1000

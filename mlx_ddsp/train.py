@@ -39,7 +39,7 @@ from mlx_ddsp.models import DDSP, build_model
 from mlx_ddsp.preprocess import PreprocessError, cache_dir_for, preprocess
 
 VAL_NOISE_SEED = 1234  # validation and renders draw the same noise every time (and leave the training RNG alone)
-RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.eval_every", "train.val_max_examples",
+RESUMABLE_KEYS = ("train.steps", "train.max_minutes", "train.log_every", "train.eval_every", "train.val_max_examples",
                   "train.render_every", "train.n_renders", "train.checkpoint_every", "train.keep_checkpoints",
                   "train.max_bad_steps", "train.eval_at_end", "run_dir", "data.dir", "data.cache_dir")
 
@@ -260,7 +260,8 @@ def train(cfg: Config, console: Console | None = None) -> dict:
     try:
         with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
             task = progress.add_task("", total=t.steps, completed=state["step"])
-            while state["step"] < t.steps and not stop.requested:
+            out_of_time = False
+            while state["step"] < t.steps and not stop.requested and not out_of_time:
                 step = state["step"]
                 batch = batches.batch(step)
                 tic = time.perf_counter()
@@ -269,6 +270,8 @@ def train(cfg: Config, console: Console | None = None) -> dict:
                 step_seconds += time.perf_counter() - tic
                 state["elapsed_s"] = time.perf_counter() - wall_start
                 state["step"] = step = step + 1
+                out_of_time = 0 < t.max_minutes * 60 <= state["elapsed_s"]
+                final = step == t.steps or out_of_time
                 if not ok.item():
                     bad_in_a_row += 1
                     state["bad_steps_total"] += 1
@@ -276,24 +279,24 @@ def train(cfg: Config, console: Console | None = None) -> dict:
                     if bad_in_a_row >= t.max_bad_steps:
                         raise TrainingError(f"{bad_in_a_row} steps in a row had a NaN/Inf loss or gradient "
                                             f"(step {step}); lower train.learning_rate or check the data")
-                    continue
-                bad_in_a_row = 0
-                last = {"loss": loss.item(), "grad_norm": grad_norm.item()}
+                else:
+                    bad_in_a_row = 0
+                    last = {"loss": loss.item(), "grad_norm": grad_norm.item()}
                 rate = (step - started_at) / step_seconds  # compute only: validation and renders excluded
-                if step % t.log_every == 0 or step == t.steps:
+                if ok.item() and (step % t.log_every == 0 or final):
                     log.write({"step": step, **last, "lr": optimizer.learning_rate.item(),
                                "steps_per_s": round(rate, 4), "elapsed_s": round(state["elapsed_s"], 3)})
                 best = False
-                if step % t.eval_every == 0 or step == t.steps:
+                if step % t.eval_every == 0 or final:
                     result = validate(step)
                     if result:
                         last["val_loss"], best = result
                     console.print(_line(step, t.steps, last, optimizer, rate))
-                if step % t.render_every == 0 or step == t.steps:
+                if step % t.render_every == 0 or final:
                     if render_indices:
                         render(model, val_set, render_indices, run_dir / "renders" / f"step_{step:06d}",
                                cfg.data.sample_rate)
-                if best or step % t.checkpoint_every == 0 or step == t.steps:
+                if best or step % t.checkpoint_every == 0 or final:
                     save(best)
                 progress.update(task, completed=step, description=_line(step, t.steps, last, optimizer, rate))
     finally:

@@ -135,9 +135,9 @@ def test_z_steers_a_trained_model(tmp_path):
 
 
 def test_ablate_writes_a_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(ablate, "VARIANTS", {"harmonic": ["synth.noise=false"],
-                                             "harmonic+noise+reverb+z": ["synth.reverb=true", "model.encoder=true",
-                                                                          "model.encoder_gru_size=8"]})
+    branches = {"harmonic": ["synth.noise=false"],
+                "harmonic+noise+reverb+z": ["synth.reverb=true", "model.encoder=true", "model.encoder_gru_size=8"]}
+    monkeypatch.setitem(ablate.VARIANT_SETS, "branches", branches)
     out = tmp_path / "ablation"
     smoke = str(ROOT / "recipes" / "smoke.yaml")
     assert ablate.main([smoke, f"data.dir={ROOT / 'data' / 'flute'}", f"data.cache_dir={tmp_path}/c",

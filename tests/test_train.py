@@ -101,6 +101,12 @@ def test_same_seed_same_losses_and_resume_continues_the_curve(tmp_path, cache_di
     assert [losses(different)[s] for s in range(1, 5)] != [a[s] for s in range(1, 5)]
 
 
+def test_time_budget_stops_with_a_checkpoint(tmp_path, cache_dir):
+    summary = train(smoke(tmp_path, cache_dir, "train.steps=100000", "train.max_minutes=0.0001"))
+    assert 1 <= summary["step"] < 100000 and not summary["interrupted"]
+    assert checkpoint.step_checkpoints(tmp_path)[-1].name == f"step_{summary['step']:06d}"
+
+
 def test_resume_with_another_recipe_is_refused(tmp_path, cache_dir):
     train(smoke(tmp_path, cache_dir, "train.steps=2"))
     assert main([str(SMOKE), f"run_dir={tmp_path}", f"data.dir={ROOT / 'data' / 'flute'}",
