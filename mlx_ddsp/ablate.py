@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -29,10 +28,10 @@ from rich.table import Table
 
 from mlx_ddsp import checkpoint
 from mlx_ddsp.atomic import atomic_path
-from mlx_ddsp.config import ConfigError, load_config
-from mlx_ddsp.eval import METRICS, EvalError, evaluate
-from mlx_ddsp.preprocess import PreprocessError
-from mlx_ddsp.train import TrainingError, train
+from mlx_ddsp.cli import UserError, entry_point, run
+from mlx_ddsp.config import load_config
+from mlx_ddsp.eval import METRICS, evaluate
+from mlx_ddsp.train import train
 
 VARIANT_SETS = {
     "branches": {  # the paper's model, one branch at a time
@@ -98,19 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
+    return run(lambda console: _ablate_and_print(args, console))
+
+
+def _ablate_and_print(args, console: Console) -> None:
     variants = VARIANT_SETS[args.set]
     unknown = sorted(set(args.variants or []) - set(variants))
     if unknown:
-        console.print(f"[red]error:[/red] unknown variant(s) {unknown}; the {args.set} set has {list(variants)}",
-                      soft_wrap=True)
-        return 1
+        raise UserError(f"unknown variant(s) {unknown}; the {args.set} set has {list(variants)}")
     variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
-    try:
-        records = ablate(args.recipe, args.overrides, Path(args.out), variants, console)
-    except (ConfigError, PreprocessError, TrainingError, EvalError, checkpoint.CheckpointError) as e:
-        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
-        return 1
+    records = ablate(args.recipe, args.overrides, Path(args.out), variants, console)
     table = Table(title="ablation: held-out metrics (best checkpoint of each variant)")
     for column in ("variant", "steps", *METRICS):
         table.add_column(column, justify="right")
@@ -119,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      for m in METRICS))
     console.print(table)
     console.print(f"wrote {Path(args.out) / 'ablation.md'} and {Path(args.out) / 'ablation.json'}")
-    return 0
 
 
 if __name__ == "__main__":
-    from mlx_ddsp.blas import use_openblas
-
-    use_openblas()
-    sys.exit(main())
+    entry_point(main)

@@ -9,11 +9,12 @@ import soundfile as sf
 import soxr
 
 from mlx_ddsp.atomic import atomic_path
+from mlx_ddsp.cli import UserError
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".aiff", ".aif", ".ogg", ".oga", ".mp3", ".au", ".caf", ".w64", ".rf64"}
 
 
-class AudioError(Exception):
+class AudioError(UserError):
     """A file that cannot be used as audio; the message is the reason, fit for a summary table."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
+from mlx_ddsp.cli import UserError
 from mlx_ddsp.config import Config, load_config, save_config
 from mlx_ddsp.models import build_model
 
@@ -24,7 +25,7 @@ CHECKPOINTS = "checkpoints"
 BEST = "best"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A missing or unreadable checkpoint; the message says where it was looked for."""
 
 

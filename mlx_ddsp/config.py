@@ -23,9 +23,10 @@ from typing import Any, Union
 import yaml
 
 from mlx_ddsp.atomic import atomic_path
+from mlx_ddsp.cli import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A recipe or override that cannot be applied; the message names the offending key."""
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import mlx.core as mx
@@ -35,6 +34,7 @@ from rich.table import Table
 from mlx_ddsp import checkpoint
 from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.audio import AudioError, load_audio, save_audio
+from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import Config
 from mlx_ddsp.features import compute_loudness, estimate_f0
 from mlx_ddsp.losses import multiscale_spectral_loss
@@ -51,7 +51,7 @@ METRICS = ("spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio")
 RENDER_NOISE_SEED = 1234
 
 
-class EvalError(Exception):
+class EvalError(UserError):
     """Evaluation cannot run; the message says why and what to do."""
 
 
@@ -211,17 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
-    try:
-        evaluate(args.run_dir, args.data, args.checkpoint, args.out, console)
-    except (EvalError, checkpoint.CheckpointError) as e:
-        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
-        return 1
-    return 0
+    return run(lambda console: evaluate(args.run_dir, args.data, args.checkpoint, args.out, console))
 
 
 if __name__ == "__main__":
-    from mlx_ddsp.blas import use_openblas
-
-    use_openblas()
-    sys.exit(main())
+    entry_point(main)

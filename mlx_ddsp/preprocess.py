@@ -33,6 +33,7 @@ from rich.table import Table
 
 from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.audio import AUDIO_EXTENSIONS, AudioError, load_audio
+from mlx_ddsp.cli import UserError, run
 from mlx_ddsp.config import Config, ConfigError, load_config
 from mlx_ddsp.features import FEATURE_NAMES, compute_loudness, estimate_f0, frame_hop
 
@@ -40,7 +41,7 @@ CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-class PreprocessError(Exception):
+class PreprocessError(UserError):
     """Nothing usable: the message is one sentence saying why and what to do."""
 
 
@@ -290,13 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    console = Console(stderr=True)
-    try:
-        preprocess(load_config(argv[0], argv[1:]), console)
-    except (ConfigError, PreprocessError) as e:
-        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
-        return 1
-    return 0
+    return run(lambda console: preprocess(load_config(argv[0], argv[1:]), console))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from another recording (its mean z over audible frames).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import mlx.core as mx
@@ -28,6 +27,7 @@ from rich.console import Console
 
 from mlx_ddsp import checkpoint
 from mlx_ddsp.audio import AudioError, load_audio, save_audio
+from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.eval import AUDIBLE_DB
 from mlx_ddsp.features import LOUDNESS_FLOOR_DB, compute_loudness
 from mlx_ddsp.models import DDSP, render_long
@@ -38,7 +38,7 @@ UNVOICED_ATTENUATION_DB = 40.0
 RENDER_NOISE_SEED = 1234
 
 
-class ResynthError(Exception):
+class ResynthError(UserError):
     """Resynthesis cannot run; the message says why and what to do."""
 
 
@@ -138,18 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
-    try:
-        resynthesize(args.run_dir, args.input, args.output, args.pitch_shift, args.loudness_shift,
-                     args.auto_adjust, args.checkpoint, args.voiced_threshold, args.z_from, console)
-    except (ResynthError, checkpoint.CheckpointError) as e:
-        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
-        return 1
-    return 0
+    return run(lambda console: resynthesize(args.run_dir, args.input, args.output, args.pitch_shift,
+                                            args.loudness_shift, args.auto_adjust, args.checkpoint,
+                                            args.voiced_threshold, args.z_from, console))
 
 
 if __name__ == "__main__":
-    from mlx_ddsp.blas import use_openblas
-
-    use_openblas()
-    sys.exit(main())
+    entry_point(main)

@@ -31,12 +31,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mlx_ddsp import checkpoint
 from mlx_ddsp.audio import save_audio
-from mlx_ddsp.config import Config, ConfigError, config_to_dict, load_config, save_config
+from mlx_ddsp.cli import UserError, entry_point, run
+from mlx_ddsp.config import Config, config_to_dict, load_config, save_config
 from mlx_ddsp.data import BatchStream, ExampleSet
 from mlx_ddsp.eval import evaluate
 from mlx_ddsp.losses import multiscale_spectral_loss
 from mlx_ddsp.models import DDSP, build_model
-from mlx_ddsp.preprocess import PreprocessError, cache_dir_for, preprocess
+from mlx_ddsp.preprocess import cache_dir_for, preprocess
 
 VAL_NOISE_SEED = 1234  # validation and renders draw the same noise every time (and leave the training RNG alone)
 RESUMABLE_KEYS = ("train.steps", "train.max_minutes", "train.log_every", "train.eval_every", "train.val_max_examples",
@@ -44,7 +45,7 @@ RESUMABLE_KEYS = ("train.steps", "train.max_minutes", "train.log_every", "train.
                   "train.max_bad_steps", "train.eval_at_end", "run_dir", "data.dir", "data.cache_dir")
 
 
-class TrainingError(Exception):
+class TrainingError(UserError):
     """A run that cannot start or continue; the message says why and what to do."""
 
 
@@ -326,18 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    console = Console(stderr=True)
-    try:
-        cfg = load_config(argv[0], argv[1:])
-        summary = train(cfg, console)
-    except (ConfigError, PreprocessError, TrainingError, checkpoint.CheckpointError) as e:
-        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
-        return 1
-    return 130 if summary["interrupted"] else 0
+    return run(lambda console: 130 if train(load_config(argv[0], argv[1:]), console)["interrupted"] else 0)
 
 
 if __name__ == "__main__":
-    from mlx_ddsp.blas import use_openblas
-
-    use_openblas()
-    sys.exit(main())
+    entry_point(main)

@@ -70,7 +70,7 @@ def test_toggles_off_is_the_plain_decoder():
     """With encoder and reverb off the model is the decoder-only model: same parameters, same count, same output."""
     mx.random.seed(7)
     plain = DDSP(*tiny(), SR, FRAME_RATE)
-    h, m, g, k, f = 16, 1, 12, 8, 5
+    h, g, k, f = 16, 12, 8, 5  # hidden, GRU, harmonics, noise bands; one MLP layer per stack
     mlp = lambda n_in: n_in * h + h + 2 * h  # noqa: E731  one Dense + LayerNorm layer
     expected = 2 * mlp(1) + (3 * g * 2 * h + 3 * g * g + 3 * g + g) + mlp(2 * h + g) + h * (1 + k + f) + 1 + k + f
     assert n_parameters(plain) == expected
