@@ -90,7 +90,7 @@ def main() -> None:
         chunks, steps, modes = [c for c in chunks if c <= 2] or [0.5, 1, 2], 3, ["fixed batch"]
     batch = args.batch or cfg_default.train.batch_size
     audio_per_batch = cfg_default.train.batch_size * cfg_default.data.example_seconds
-    console = Console()
+    console = Console(width=150)
     info = machine()
     console.print(f"{info['device']}, mlx {info['mlx_version']}, {info['processor']} x{info['cpu_count']}, "
                   f"BLAS: {info['blas']}")

@@ -81,7 +81,7 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     cfg = load_config(args.recipe, [f"data.dir={ROOT / 'data' / 'flute'}", *overrides])
     repeats = 2 if args.quick else args.repeats
-    console = Console()
+    console = Console(width=150)
     info = machine()
     console.print(f"{info['device']}, mlx {info['mlx_version']}, {info['processor']} x{info['cpu_count']}, "
                   f"BLAS: {info['blas']}; model of {Path(args.recipe).name} (decoder at {cfg.model.frame_rate} "
