@@ -13,6 +13,8 @@ COMMANDS = [
      "python -m mlx_ddsp.eval runs/flute_cpu"),
     ("resynth", "timbre transfer: play any recording through a trained model",
      "python -m mlx_ddsp.resynth runs/flute_cpu voice.wav voice_flute.wav --auto-adjust"),
+    ("ablate", "train and evaluate model variants (branches, or speed options) side by side",
+     "python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.steps=300 --out runs/ablation"),
 ]
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from mlx_ddsp import ablate
 from mlx_ddsp import eval as evaluation
 from mlx_ddsp import preprocess, resynth, train
 from mlx_ddsp.config import load_config
@@ -64,13 +65,16 @@ def readme_commands() -> list[list[str]]:
 def test_readme_commands_exist_and_their_flags_parse():
     commands = readme_commands()
     assert len(commands) >= 8
-    parsers = {"mlx_ddsp.eval": evaluation.build_parser(), "mlx_ddsp.resynth": resynth.build_parser()}
+    parsers = {"mlx_ddsp.eval": evaluation.build_parser(), "mlx_ddsp.resynth": resynth.build_parser(),
+               "mlx_ddsp.ablate": ablate.build_parser()}
     helps = {}
     for words in commands:
         if words[0] == "-m" and words[1] in ("mlx_ddsp.train", "mlx_ddsp.preprocess"):
             load_config(ROOT / words[2], words[3:])  # the recipe exists and every key=value is valid
         elif words[0] == "-m" and words[1] in parsers:
-            parsers[words[1]].parse_args(words[2:])
+            args = parsers[words[1]].parse_args(words[2:])
+            if words[1] == "mlx_ddsp.ablate":
+                load_config(ROOT / args.recipe, args.overrides)
         elif words[0] == "-m":
             assert words[1] == "mlx_ddsp", words
         else:
@@ -84,7 +88,7 @@ def test_readme_commands_exist_and_their_flags_parse():
 
 
 @pytest.mark.parametrize("module", ["mlx_ddsp", "mlx_ddsp.train", "mlx_ddsp.preprocess", "mlx_ddsp.eval",
-                                    "mlx_ddsp.resynth"])
+                                    "mlx_ddsp.resynth", "mlx_ddsp.ablate"])
 def test_every_command_has_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "MLX_DDSP_OPENBLAS": "0"})
