@@ -312,10 +312,15 @@ class DDSP(nn.Module):
         return out
 
     def apply_reverb(self, dry: mx.array) -> dict:
-        """{"audio": wet} or, with synth.reverb, {"dry": dry, "audio": dry + dry convolved with the learned IR}."""
+        """{"audio": wet} or, with synth.reverb, {"dry": dry, "audio": dry + dry convolved with the learned IR}.
+
+        Only the IR's first n_samples taps can reach the output, so only they are used: the later taps then get an
+        exact zero gradient. (Through the FFT they would get rounding noise, which Adam normalises into full-size
+        steps: a random walk that fills an untrainable tail with noise and ruins long renders.)
+        """
         if not self.use_reverb:
             return {"audio": dry}
-        return {"dry": dry, "audio": reverb(dry, self.reverb_ir)}
+        return {"dry": dry, "audio": reverb(dry, self.reverb_ir[: dry.shape[-1]])}
 
     def max_harmonics(self, f0_hz: mx.array, buckets: int = 4) -> int | None:
         """The fewest harmonics that render `f0_hz` exactly, rounded up to K, K/2, K/4, ... (`buckets` sizes, so a

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
@@ -101,6 +102,21 @@ def test_reverb_is_dry_plus_numpy_convolution():
     long = render_long(model, f0, loudness, n, block_frames=7, key=mx.random.key(0))
     np.testing.assert_allclose(long["audio"] - long["dry"],
                                np.stack([np.convolve(d, tail)[:n] for d in long["dry"]]), atol=1e-4)
+
+
+def test_reverb_taps_beyond_the_example_get_exactly_zero_gradient():
+    """Taps that cannot reach a training example's output must not move (Adam would amplify rounding noise)."""
+    mx.random.seed(0)
+    model = DDSP(*tiny(reverb=True), SR, FRAME_RATE)  # 800-tap IR
+    n = 320
+    target = mx.random.uniform(-0.1, 0.1, (2, n), key=mx.random.key(2))
+    dry = target * 0.5 + 0.1
+
+    def loss():
+        return ((model.apply_reverb(dry)["audio"] - target) ** 2).sum()
+
+    grads = np.array(nn.value_and_grad(model, loss)()[1]["reverb_ir"])
+    assert np.abs(grads[1:n]).max() > 0 and np.all(grads[n:] == 0.0)
 
 
 def test_encoder_needs_audio_and_z_has_the_right_shape():
