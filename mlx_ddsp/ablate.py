@@ -13,6 +13,7 @@ Variants (each a set of overrides on top of the recipe and your key=value words)
     harmonic+noise+reverb+z    synth.noise=true  synth.reverb=true  model.encoder=true
   --set speed: gru@250, gru@50, mingru@250, mingru@50 (model.recurrent @ model.frame_rate)
 Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split.
+Ctrl-C stops the whole ablation after saving the current variant's checkpoint; the same command resumes.
 OUT/ablation.json holds one record per variant (name, overrides, steps, training minutes, step time, mean model
 metrics) and OUT/ablation.md the table. OUT defaults to runs/ablation.
 """
@@ -49,6 +50,10 @@ VARIANT_SETS = {
 }
 
 
+class Interrupted(UserError):
+    """Ctrl-C or SIGTERM during a variant's training (its checkpoint is saved)."""
+
+
 def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, list[str]],
            console: Console) -> list[dict]:
     records = []
@@ -58,6 +63,8 @@ def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, lis
         cfg = load_config(recipe, words)
         console.rule(f"[bold]{name}")
         summary = train(cfg, console)
+        if summary["interrupted"]:
+            raise Interrupted(f"stopped during {name}; run the same command to resume")
         result = evaluate(run_dir, which="best", console=console)
         state, _ = checkpoint.load(checkpoint.resolve(run_dir, "last"))
         records.append({"name": name, "overrides": variant, "run_dir": str(run_dir), "steps": summary["step"],
