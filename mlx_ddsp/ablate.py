@@ -9,6 +9,7 @@ Variants (each a set of overrides on top of the recipe and your key=value words)
   --set branches (default)
     harmonic                   synth.noise=false synth.reverb=false model.encoder=false
     harmonic+noise             synth.noise=true  synth.reverb=false model.encoder=false
+    harmonic+noise+z           synth.noise=true  synth.reverb=false model.encoder=true
     harmonic+noise+reverb      synth.noise=true  synth.reverb=true  model.encoder=false
     harmonic+noise+reverb+z    synth.noise=true  synth.reverb=true  model.encoder=true
   --set speed: gru@250, gru@50, mingru@250, mingru@50 (model.recurrent @ model.frame_rate)
@@ -38,6 +39,7 @@ VARIANT_SETS = {
     "branches": {  # the paper's model, one branch at a time
         "harmonic": ["synth.noise=false", "synth.reverb=false", "model.encoder=false"],
         "harmonic+noise": ["synth.noise=true", "synth.reverb=false", "model.encoder=false"],
+        "harmonic+noise+z": ["synth.noise=true", "synth.reverb=false", "model.encoder=true"],
         "harmonic+noise+reverb": ["synth.noise=true", "synth.reverb=true", "model.encoder=false"],
         "harmonic+noise+reverb+z": ["synth.noise=true", "synth.reverb=true", "model.encoder=true"],
     },
