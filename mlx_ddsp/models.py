@@ -23,6 +23,7 @@ from mlx_ddsp.synth import (audible_harmonics, exp_sigmoid, filtered_noise, harm
 F0_RANGE_MIDI = 127.0  # f0 input scaling: MIDI note / 127, as in Magenta
 LOUDNESS_RANGE_DB = 80.0  # loudness input scaling: dB / 80 + 1, as in Magenta (the loudness floor is -80 dB)
 N_MFCC = 30  # encoder input: Magenta's 30 MFCCs
+RENDER_NOISE_SEED = 1234  # fixed noise for validation, renders, eval and resynth (training RNG untouched)
 
 
 def scale_f0(f0_hz: mx.array) -> mx.array:

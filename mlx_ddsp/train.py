@@ -36,10 +36,9 @@ from mlx_ddsp.config import Config, config_to_dict, load_config, save_config
 from mlx_ddsp.data import BatchStream, ExampleSet
 from mlx_ddsp.eval import evaluate
 from mlx_ddsp.losses import multiscale_spectral_loss
-from mlx_ddsp.models import DDSP, build_model
+from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, build_model
 from mlx_ddsp.preprocess import cache_dir_for, preprocess
 
-VAL_NOISE_SEED = 1234  # validation and renders draw the same noise every time (and leave the training RNG alone)
 RESUMABLE_KEYS = ("train.steps", "train.max_minutes", "train.log_every", "train.eval_every", "train.val_max_examples",
                   "train.render_every", "train.n_renders", "train.checkpoint_every", "train.keep_checkpoints",
                   "train.max_bad_steps", "train.eval_at_end", "run_dir", "data.dir", "data.cache_dir")
@@ -129,7 +128,7 @@ def validation_indices(n_examples: int, max_examples: int) -> list[int]:
 def validation_loss(model: DDSP, dataset: ExampleSet, indices: list[int], cfg: Config) -> float:
     """Mean spectral loss over the examples `indices`, in batches of train.batch_size, with fixed noise."""
     total = 0.0
-    key = mx.random.key(VAL_NOISE_SEED)
+    key = mx.random.key(RENDER_NOISE_SEED)
     for start in range(0, len(indices), cfg.train.batch_size):
         batch = dataset.stack(indices[start : start + cfg.train.batch_size])
         audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=key, audio=batch["audio"])["audio"]
@@ -140,7 +139,7 @@ def validation_loss(model: DDSP, dataset: ExampleSet, indices: list[int], cfg: C
 def render(model: DDSP, dataset: ExampleSet, indices: list[int], out_dir: Path, sample_rate: int) -> None:
     """Write <clip>_target.wav and <clip>_recon.wav for the validation examples `indices`."""
     batch = dataset.stack(indices)
-    audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=mx.random.key(VAL_NOISE_SEED),
+    audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=mx.random.key(RENDER_NOISE_SEED),
                   audio=batch["audio"])["audio"]
     for i, target, recon in zip(indices, np.array(batch["audio"]), np.array(audio)):
         file, start = dataset.index[i]
