@@ -9,11 +9,14 @@ from mlx_ddsp.synth import hann_window
 DEFAULT_FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 
 
-def frame_signal(audio: mx.array, frame_size: int, hop_size: int) -> mx.array:
+def frame_signal(audio: mx.array, frame_size: int, hop_size: int, window: mx.array | None = None) -> mx.array:
     """Cut audio into overlapping frames, zero-padding the end so every sample lands in a frame.
 
-    audio: (B, N); hop_size must divide frame_size. Returns (B, n_frames, frame_size) with
-    n_frames = ceil(N / hop_size); frame i starts at sample i * hop_size (TensorFlow's `pad_end=True` framing).
+    audio: (B, N); hop_size must divide frame_size; window: optional (frame_size,) weights applied to every frame.
+    Returns (B, n_frames, frame_size) with n_frames = ceil(N / hop_size); frame i starts at sample i * hop_size
+    (TensorFlow's `pad_end=True` framing). The frames are built from hop-sized blocks, each weighted by its part of
+    the window before they are joined: under `mx.compile` on the CPU, weighting the joined frames afterwards ran
+    ten times slower.
     """
     if frame_size % hop_size:
         raise ValueError(f"hop_size {hop_size} must divide frame_size {frame_size}")
@@ -22,7 +25,24 @@ def frame_signal(audio: mx.array, frame_size: int, hop_size: int) -> mx.array:
     per_frame = frame_size // hop_size
     padded = mx.pad(audio, [(0, 0), (0, (n_frames + per_frame - 1) * hop_size - n_samples)])
     blocks = padded.reshape(batch, n_frames + per_frame - 1, hop_size)
-    return mx.concatenate([blocks[:, i : i + n_frames] for i in range(per_frame)], axis=-1)
+    pieces = [blocks[:, i : i + n_frames] for i in range(per_frame)]
+    if window is not None:
+        window = window.reshape(per_frame, hop_size)
+        pieces = [piece * window[i] for i, piece in enumerate(pieces)]
+    return mx.concatenate(pieces, axis=-1)
+
+
+@mx.custom_function
+def complex_magnitude(spectrum: mx.array) -> mx.array:
+    """|z| of a complex array, with a gradient that is 0 at z = 0 (real arithmetic; `mx.abs`'s complex gradient
+    ran 3x slower on the CPU)."""
+    return mx.sqrt(mx.square(mx.real(spectrum)) + mx.square(mx.imag(spectrum)))
+
+
+@complex_magnitude.vjp
+def _complex_magnitude_vjp(spectrum, cotangent, magnitude):
+    scale = mx.where(magnitude > 0, cotangent / mx.maximum(magnitude, 1e-30), 0.0)
+    return mx.real(spectrum) * scale + 1j * (mx.imag(spectrum) * scale)
 
 
 def stft(audio: mx.array, fft_size: int, overlap: float = 0.75) -> mx.array:
@@ -31,13 +51,12 @@ def stft(audio: mx.array, fft_size: int, overlap: float = 0.75) -> mx.array:
     audio: (B, N). Returns complex (B, ceil(N / hop), fft_size // 2 + 1), hop = fft_size * (1 - overlap).
     """
     hop_size = int(fft_size * (1.0 - overlap))
-    frames = frame_signal(audio, fft_size, hop_size) * hann_window(fft_size)
-    return mx.fft.rfft(frames, axis=-1)
+    return mx.fft.rfft(frame_signal(audio, fft_size, hop_size, hann_window(fft_size)), axis=-1)
 
 
 def magnitude_spectrogram(audio: mx.array, fft_size: int, overlap: float = 0.75) -> mx.array:
     """|STFT| (linear magnitude), (B, n_frames, fft_size // 2 + 1)."""
-    return mx.abs(stft(audio, fft_size, overlap))
+    return complex_magnitude(stft(audio, fft_size, overlap))
 
 
 def safe_log(x: mx.array, eps: float = 1e-5) -> mx.array:

@@ -135,28 +135,74 @@ def harmonic_synth(
     phase = wrapped_cumsum(f0_audio / sample_rate)  # (B, N) cycles in [0, 1)
     if initial_phase is not None:
         phase = mx.remainder(phase + initial_phase[:, None], 1.0)
-    k = mx.arange(1, harmonic_amplitudes.shape[-1] + 1, dtype=mx.float32)
-    partials = mx.sin((2.0 * math.pi) * phase[..., None] * k)  # (B, N, K)
-    return weighted_sum_of_partials(partials, harmonic_amplitudes)
+    return sum_of_harmonics(phase, harmonic_amplitudes)
 
 
-def weighted_sum_of_partials(partials: mx.array, amplitudes: mx.array) -> mx.array:
-    """sum_k upsample(amplitudes)_k[n] * partials[n, k] without materialising the upsampled amplitudes.
+def sum_of_harmonics(phase: mx.array, amplitudes: mx.array) -> mx.array:
+    """sum_k a_k[n] sin(2*pi*k*phase[n]) with the (B, T, K) frame amplitudes linearly interpolated to audio rate.
 
-    partials: (B, N, K) at audio rate; amplitudes: (B, T, K) at frame rate. Returns (B, N).
-    With a whole hop (N = (T - 1) * hop), each segment's interpolated weighting is two matrix-vector products with
-    the amplitudes of the frames at its ends, blended by the interpolation weights.
+    phase: (B, N) cycles; amplitudes: (B, T, K) of harmonics 1..K at frame rate. Returns (B, N).
+    With a whole hop (N = (T - 1) * hop) the work is done segment by segment (see `harmonic_bank`) and nothing of
+    shape (B, N, K) is ever built; otherwise the amplitudes are first upsampled to one segment per sample.
     """
-    batch, n_samples, n_harmonics = partials.shape
+    batch, n_samples = phase.shape
     n_frames = amplitudes.shape[1]
-    if n_frames == 1 or n_samples % (n_frames - 1):
-        return mx.sum(partials * upsample_frames(amplitudes, n_samples), axis=-1)
-    hop = n_samples // (n_frames - 1)
-    segments = partials.reshape(batch, n_frames - 1, hop, n_harmonics)
-    start = (segments @ amplitudes[:, :-1, :, None])[..., 0]  # (B, T-1, hop)
-    end = (segments @ amplitudes[:, 1:, :, None])[..., 0]
-    weight = interpolation_weights(hop)
-    return (start * (1.0 - weight) + end * weight).reshape(batch, n_samples)
+    if n_frames > 1 and n_samples % (n_frames - 1) == 0:
+        segments = phase.reshape(batch, n_frames - 1, n_samples // (n_frames - 1))
+        return harmonic_bank(segments, amplitudes[:, :-1], amplitudes[:, 1:]).reshape(batch, n_samples)
+    per_sample = upsample_frames(amplitudes, n_samples)
+    return harmonic_bank(phase[..., None], per_sample, per_sample).reshape(batch, n_samples)
+
+
+def _clenshaw(cos_theta2: mx.array, start: mx.array, step: mx.array, weight: mx.array, scale_by_k: bool):
+    """Clenshaw's recurrence b_k = c_k + 2 cos(theta) b_{k+1} - b_{k+2}, k = K..1, for coefficients
+    c_k[n] = (k if scale_by_k else 1) * (start_k + weight[n] * step_k). Returns (b_1, b_2), each (B, S, hop):
+    sum_k c_k sin(k theta) = sin(theta) b_1 and sum_k c_k cos(k theta) = cos(theta) b_1 - b_2."""
+    b1 = mx.zeros_like(cos_theta2)
+    b2 = b1
+    for k in range(start.shape[-1], 0, -1):
+        coefficient = start[..., k - 1 : k] + weight * step[..., k - 1 : k]
+        if scale_by_k:
+            coefficient = k * coefficient
+        b1, b2 = coefficient + cos_theta2 * b1 - b2, b1
+    return b1, b2
+
+
+@mx.custom_function
+def harmonic_bank(phase: mx.array, start: mx.array, end: mx.array) -> mx.array:
+    """Oscillator bank over segments: sum_k a_k[n] sin(2*pi*k*phase[n]), a_k[n] = start_k + (n / hop)(end_k - start_k).
+
+    phase: (B, S, hop) cycles; start, end: (B, S, K) amplitudes of harmonics 1..K at the segment's first sample and
+    one hop after its last. Returns (B, S, hop).
+    Only sin and cos of the fundamental are computed; the harmonics come from Clenshaw's recurrence on the
+    Chebyshev polynomials (sin(k theta) = sin(theta) U_{k-1}(cos theta)), a few multiply-adds per harmonic and
+    sample instead of a sine, and nothing of size (B, S, hop, K) is stored: the backward pass regenerates
+    sin(k theta) with the same recurrence. Float32 error: ~1e-7 of the amplitude at k = 1 growing to ~2e-4 at
+    k = 100 (measured against float64), below what a 16-bit WAV resolves.
+    """
+    theta = (2.0 * math.pi) * phase
+    b1, _ = _clenshaw(2.0 * mx.cos(theta), start, end - start, interpolation_weights(phase.shape[-1]), scale_by_k=False)
+    return mx.sin(theta) * b1
+
+
+@harmonic_bank.vjp
+def _harmonic_bank_vjp(primals, cotangent, output):
+    phase, start, end = primals
+    theta = (2.0 * math.pi) * phase
+    sin_theta, cos_theta2 = mx.sin(theta), 2.0 * mx.cos(theta)
+    weight = interpolation_weights(phase.shape[-1])
+    to_end = cotangent * weight
+    to_start = cotangent - to_end
+    grad_start, grad_end = [], []
+    previous, current = mx.zeros_like(sin_theta), sin_theta  # sin(0 theta), sin(1 theta)
+    for _ in range(start.shape[-1]):
+        grad_start.append(mx.sum(to_start * current, axis=-1))
+        grad_end.append(mx.sum(to_end * current, axis=-1))
+        previous, current = current, cos_theta2 * current - previous
+    # d/dphase: 2 pi sum_k k a_k cos(k theta); only evaluated when something needs it (lazy graph)
+    b1, b2 = _clenshaw(cos_theta2, start, end - start, weight, scale_by_k=True)
+    grad_phase = cotangent * (2.0 * math.pi) * (0.5 * cos_theta2 * b1 - b2)
+    return grad_phase, mx.stack(grad_start, axis=-1), mx.stack(grad_end, axis=-1)
 
 
 def hann_window(n: int) -> mx.array:

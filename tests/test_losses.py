@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_ddsp.losses import frame_signal, magnitude_spectrogram, multiscale_spectral_loss
+from mlx_ddsp.losses import complex_magnitude, frame_signal, magnitude_spectrogram, multiscale_spectral_loss
 from mlx_ddsp.synth import exp_sigmoid, filtered_noise, harmonic_synth
 
 SR = 16000
@@ -34,6 +34,32 @@ def test_frames_match_manual_slicing():
     assert frames.shape == (5, 4)
     np.testing.assert_array_equal(frames[0], [0, 1, 2, 3])
     np.testing.assert_array_equal(frames[4], [8, 9, 0, 0])
+
+
+def test_windowed_frames_are_frames_times_window():
+    audio = mx.array(np.random.default_rng(5).normal(size=(2, 37)).astype(np.float32))
+    window = mx.arange(8, dtype=mx.float32) + 1.0
+    np.testing.assert_allclose(np.array(frame_signal(audio, 8, 2, window)),
+                               np.array(frame_signal(audio, 8, 2)) * np.arange(1, 9), rtol=1e-6)
+
+
+def test_complex_magnitude_value_and_gradient():
+    """|z| and its gradient z / |z| (as real and imaginary parts), checked by central differences; 0 at z = 0."""
+    rng = np.random.default_rng(6)
+    re, im = (rng.normal(size=50).astype(np.float32) for _ in range(2))
+    re[:3], im[:3] = 0.0, 0.0
+    weights = mx.array(rng.normal(size=50).astype(np.float32))
+
+    def loss(re, im):
+        return mx.sum(weights * complex_magnitude(re + 1j * im))
+
+    np.testing.assert_allclose(np.array(complex_magnitude(mx.array(re) + 1j * mx.array(im))), np.hypot(re, im),
+                               rtol=1e-6)
+    grad_re, grad_im = mx.grad(loss, argnums=(0, 1))(mx.array(re), mx.array(im))
+    w, norm = np.array(weights)[3:], np.hypot(re, im)[3:]
+    np.testing.assert_allclose(np.array(grad_re)[3:], w * re[3:] / norm, rtol=1e-5)
+    np.testing.assert_allclose(np.array(grad_im)[3:], w * im[3:] / norm, rtol=1e-5)
+    assert np.all(np.array(grad_re)[:3] == 0) and np.all(np.array(grad_im)[:3] == 0)
 
 
 @pytest.mark.parametrize("fft_size", [2048, 256, 64])
