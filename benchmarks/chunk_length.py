@@ -7,8 +7,8 @@ For each model (the recipe's, and the tiny one of recipes/smoke.yaml) and each c
 the same batch for every chunk length ("fixed batch"), and the same seconds of audio per batch, i.e. batch x chunk =
 the recipe's batch_size x example_seconds ("fixed audio"). Each setting: one compiled step (compile time reported
 apart), two warm-up steps, then --steps timed steps (median, min, max). Inputs are synthetic (timing does not depend
-on the audio), so no dataset is needed. On Linux the script re-runs itself with OpenBLAS when it is installed
-(see mlx_ddsp/blas.py). --quick: chunks 0.5 1 2, fixed batch only, 3 steps; about a minute.
+on the audio), so no dataset is needed. On Linux the script re-runs itself with OpenBLAS and tcmalloc when they
+are installed (see mlx_ddsp/native.py). --quick: chunks 0.5 1 2, fixed batch only, 3 steps; about a minute.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import machine, summary_ms, time_calls, write_json
-from mlx_ddsp.blas import use_openblas
+from mlx_ddsp.native import use_native_libraries
 from mlx_ddsp.config import load_config
 from mlx_ddsp.models import build_model
 from mlx_ddsp.train import learning_rate_schedule, make_train_step
@@ -117,5 +117,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    use_openblas()
+    use_native_libraries()
     sys.exit(main())

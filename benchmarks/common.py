@@ -11,13 +11,16 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from mlx_ddsp.native import preloaded
+
 
 def machine() -> dict:
     """What the numbers were measured on."""
     blas = "accelerate" if platform.system() == "Darwin" else (
-        "openblas (preloaded)" if "openblas" in os.environ.get("LD_PRELOAD", "") else "mlx bundled reference BLAS")
+        "openblas (preloaded)" if "openblas" in preloaded() else "mlx bundled reference BLAS")
     return {"device": str(mx.default_device()), "mlx_version": mx.__version__, "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "blas": blas}
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "blas": blas,
+            "preloaded": preloaded()}
 
 
 def time_calls(fn, repeats: int) -> list[float]:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import machine, summary_ms, time_calls, write_json
-from mlx_ddsp.blas import use_openblas
+from mlx_ddsp.native import use_native_libraries
 from mlx_ddsp.models import GRU, MinGRU
 
 
@@ -57,5 +57,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    use_openblas()
+    use_native_libraries()
     sys.exit(main())

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import machine, summary_ms, time_calls, write_json
-from mlx_ddsp.blas import use_openblas
+from mlx_ddsp.native import use_native_libraries
 from mlx_ddsp.config import load_config
 from mlx_ddsp.features import compute_loudness, estimate_f0
 from mlx_ddsp.models import build_model, render_long
@@ -112,5 +112,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    use_openblas()
+    use_native_libraries()
     sys.exit(main())

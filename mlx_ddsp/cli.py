@@ -1,4 +1,4 @@
-"""What every `python -m mlx_ddsp.<command>` shares: user errors as one line, and the OpenBLAS re-exec on Linux."""
+"""What every `python -m mlx_ddsp.<command>` shares: user errors as one line, and the native-library re-exec on Linux."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ def run(action: Callable[[Console], object]) -> int:
 
 
 def entry_point(main: Callable[[], int]) -> None:
-    """`if __name__ == "__main__": entry_point(main)`: use OpenBLAS when available (Linux), then exit with main()."""
-    from mlx_ddsp.blas import use_openblas
+    """`if __name__ == "__main__": entry_point(main)`: use OpenBLAS and tcmalloc when available (Linux), then exit
+    with main()."""
+    from mlx_ddsp.native import use_native_libraries
 
-    use_openblas()
+    use_native_libraries()
     sys.exit(main())

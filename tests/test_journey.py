@@ -91,5 +91,5 @@ def test_readme_commands_exist_and_their_flags_parse():
                                     "mlx_ddsp.resynth", "mlx_ddsp.ablate"])
 def test_every_command_has_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "MLX_DDSP_OPENBLAS": "0"})
+                         env={**os.environ, "MLX_DDSP_PRELOAD": "0"})
     assert out.returncode == 0 and "python -m" in out.stdout

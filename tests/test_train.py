@@ -118,7 +118,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path, cache_dir):
     cmd = [sys.executable, "-m", "mlx_ddsp.train", str(SMOKE), f"run_dir={run}", f"data.dir={ROOT / 'data' / 'flute'}",
            f"data.cache_dir={cache_dir}", "train.steps=100000", "train.eval_every=100000", "train.eval_at_end=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, MLX_DDSP_OPENBLAS="0"))
+                            env=dict(os.environ, MLX_DDSP_PRELOAD="0"))
     log = run / "logs" / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (log.exists() and "\"loss\"" in log.read_text()):
