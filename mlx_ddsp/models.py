@@ -15,6 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from mlx_ddsp import fastmath
 from mlx_ddsp.config import Config, ModelConfig, SynthConfig
 from mlx_ddsp.mfcc import mfcc
 from mlx_ddsp.synth import (audible_harmonics, exp_sigmoid, filtered_noise, harmonic_synth, hz_to_midi,
@@ -47,17 +48,23 @@ class MLP(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         for linear, norm in zip(self.linears, self.norms):
-            x = nn.leaky_relu(norm(linear(x)), negative_slope=0.2)
+            x = fastmath.layer_norm_leaky_relu(linear(x), norm.weight, norm.bias, norm.eps, 0.2)
         return x
 
 
-def _gru_gates(x_rz: mx.array, x_n: mx.array, h_proj: mx.array, bhn: mx.array):
-    """GRU gates from the input projections (..., 2H), (..., H) and the state projection h @ Wh.T (..., 3H)."""
+def _gru_gates(pre: mx.array, x_n: mx.array):
+    """GRU gates from pre = [x_r + h Wr, x_z + h Wz, bhn + h Wn] (..., 3H) and the candidate's input projection
+    x_n (..., H). Returns r, z, hn = bhn + h Wn, n."""
     size = x_n.shape[-1]
-    r, z = mx.split(mx.sigmoid(x_rz + h_proj[..., : 2 * size]), 2, axis=-1)
-    hn = h_proj[..., 2 * size :] + bhn
-    n = mx.tanh(x_n + r * hn)
+    r, z = mx.split(fastmath.sigmoid(pre[..., : 2 * size]), 2, axis=-1)
+    hn = pre[..., 2 * size :]
+    n = fastmath.tanh(x_n + r * hn)
     return r, z, hn, n
+
+
+def _state_offsets(x_rz: mx.array, bhn: mx.array) -> mx.array:
+    """(B, T, 3H): what h @ Wh.T is added to in `_gru_gates`' pre (the gates' inputs and the candidate's bias)."""
+    return mx.concatenate([x_rz, mx.broadcast_to(bhn, x_rz.shape[:-1] + bhn.shape)], axis=-1)
 
 
 @mx.custom_function
@@ -69,12 +76,14 @@ def gru_recurrence(x_rz: mx.array, x_n: mx.array, Wh: mx.array, bhn: mx.array, h
     h_t = (1 - z) * n + z * h_{t-1} (mlx.nn.GRU's equations).
 
     Autodiff through the loop would add T outer products into dWh, one (3H, H) matrix per frame; the backward pass
-    here keeps only the (B, H) recursion sequential and computes dWh with one matmul over all frames.
+    here keeps only the (B, H) recursion sequential and computes dWh with one matmul over all frames. Each step is
+    one fused multiply-add (`mx.addmm`) and two elementwise kernels.
     """
     Wh_T = Wh.T
+    n_frames = x_n.shape[1]
     hidden, states = h0, []
-    for x_rz_t, x_n_t in zip(mx.split(x_rz, x_rz.shape[1], axis=1), mx.split(x_n, x_n.shape[1], axis=1)):
-        _, z, _, n = _gru_gates(x_rz_t[:, 0], x_n_t[:, 0], hidden @ Wh_T, bhn)
+    for offset_t, x_n_t in zip(mx.split(_state_offsets(x_rz, bhn), n_frames, axis=1), mx.split(x_n, n_frames, axis=1)):
+        _, z, _, n = _gru_gates(mx.addmm(offset_t[:, 0], hidden, Wh_T), x_n_t[:, 0])
         hidden = n + z * (hidden - n)
         states.append(hidden)
     return mx.stack(states, axis=1)
@@ -85,7 +94,7 @@ def _gru_recurrence_vjp(primals, cotangent, states):
     x_rz, x_n, Wh, bhn, h0 = primals
     n_frames = x_n.shape[1]
     previous = mx.concatenate([h0[:, None], states[:, :-1]], axis=1)  # h_{t-1}, (B, T, H)
-    r, z, hn, n = _gru_gates(x_rz, x_n, previous @ Wh.T, bhn)  # all frames at once
+    r, z, hn, n = _gru_gates(mx.addmm(_state_offsets(x_rz, bhn), previous, Wh.T), x_n)  # all frames at once
     # per-frame factors of the backward recursion, all (B, T, H)
     d_n = 1.0 - z
     d_z = (previous - n) * z * (1.0 - z)

@@ -40,9 +40,10 @@ def gru_pair():
 def test_gru_matches_mlx_gru(gru_pair):
     fast, ref, x, h0 = gru_pair
     states, last = fast(x, h0)
-    np.testing.assert_allclose(np.array(states), np.array(ref(x, h0)), atol=1e-6)
+    tolerance = 5e-6  # on the CPU the gates use fastmath's sigmoid and tanh (absolute error < 2e-6)
+    np.testing.assert_allclose(np.array(states), np.array(ref(x, h0)), atol=tolerance)
     np.testing.assert_allclose(np.array(last), np.array(states[:, -1]), atol=0)
-    np.testing.assert_allclose(np.array(fast(x)[0]), np.array(ref(x)), atol=1e-6)  # no initial state = zeros
+    np.testing.assert_allclose(np.array(fast(x)[0]), np.array(ref(x)), atol=tolerance)  # no initial state = zeros
 
 
 def test_gru_gradients_match_autodiff_of_mlx_gru(gru_pair):
