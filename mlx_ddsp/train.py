@@ -25,7 +25,6 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_map
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -64,58 +63,50 @@ def spectral_loss(cfg: Config, target: mx.array, audio: mx.array) -> mx.array:
                                     loss.waveform_weight)
 
 
-def _keep_if(ok: mx.array, new, old):
-    """Tree `new` where `ok` is true, else `old` (same structure), written into `new`'s containers."""
-    if isinstance(new, dict):
-        for k in new:
-            new[k] = _keep_if(ok, new[k], old[k])
-        return new
-    if isinstance(new, list):
-        for i in range(len(new)):
-            new[i] = _keep_if(ok, new[i], old[i])
-        return new
-    return mx.where(ok, new, old) if isinstance(new, mx.array) else new
-
-
 def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config):
-    """A compiled step(audio, f0_hz, loudness_db) -> (loss, grad_norm, ok) that updates model and optimizer.
+    """step(audio, f0_hz, loudness_db) -> (loss, grad_norm, ok) that updates model and optimizer.
 
-    A step whose loss or gradient norm is not finite changes neither (ok is False); the random state moves on.
+    Two compiled functions: the loss and clipped gradients, then the optimizer update, run only when the loss and
+    the gradient norm are finite (ok); otherwise neither changes and the random state moves on. Checking one scalar
+    between them is cheaper than keeping old copies of every parameter and moment for an on-device select.
     Harmonics that are above Nyquist for the whole batch are not oscillated (exact, see `DDSP.max_harmonics`); one
-    compiled function is kept per harmonic count, at most four.
+    compiled gradient function is kept per harmonic count, at most four.
     """
-    compiled = {}
+    gradients = {}
+    state = [model.state, optimizer.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def update(grads):
+        optimizer.update(model, grads)
 
     def step(audio, f0_hz, loudness_db):
         max_harmonics = model.max_harmonics(f0_hz)
-        if max_harmonics not in compiled:
-            compiled[max_harmonics] = _compiled_step(model, optimizer, cfg, max_harmonics)
-        return compiled[max_harmonics](audio, f0_hz, loudness_db)
+        if max_harmonics not in gradients:
+            gradients[max_harmonics] = _compiled_gradients(model, cfg, max_harmonics)
+        loss, grads, grad_norm = gradients[max_harmonics](audio, f0_hz, loudness_db)
+        ok = mx.isfinite(loss) & mx.isfinite(grad_norm)
+        if ok.item():
+            update(grads)
+        return loss, grad_norm, ok
 
     return step
 
 
-def _compiled_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config, max_harmonics: int | None):
+def _compiled_gradients(model: DDSP, cfg: Config, max_harmonics: int | None):
     def loss_fn(audio, f0_hz, loudness_db):
         out = model(f0_hz, loudness_db, audio.shape[1], max_harmonics=max_harmonics, audio=audio)
         return spectral_loss(cfg, audio, out["audio"])
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
-    state = [model.state, optimizer.state, mx.random.state]
+    state = [model.state, mx.random.state]  # the parameters must be outputs too, or tracing leaves placeholders
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def step(audio, f0_hz, loudness_db):
+    def gradients(audio, f0_hz, loudness_db):
         loss, grads = loss_and_grad(audio, f0_hz, loudness_db)
         grads, grad_norm = optim.clip_grad_norm(grads, cfg.train.grad_clip_norm)
-        ok = mx.isfinite(loss) & mx.isfinite(grad_norm)
-        old_params = model.trainable_parameters()
-        old_optimizer = tree_map(lambda x: x, optimizer.state)
-        optimizer.update(model, grads)
-        model.update(_keep_if(ok, model.trainable_parameters(), old_params))
-        _keep_if(ok, optimizer.state, old_optimizer)
-        return loss, grad_norm, ok
+        return loss, grads, grad_norm
 
-    return step
+    return gradients
 
 
 def validation_indices(n_examples: int, max_examples: int) -> list[int]:
