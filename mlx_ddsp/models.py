@@ -143,11 +143,46 @@ def _log_g(x: mx.array) -> mx.array:
     return mx.where(x >= 0, mx.log(mx.maximum(x, 0.0) + 0.5), -nn.softplus(-x))
 
 
+@mx.custom_function
+def linear_recurrence(keep: mx.array, inputs: mx.array, h0: mx.array) -> mx.array:
+    """h_t = keep_t * h_{t-1} + inputs_t, frame by frame, with a hand-written backward pass.
+
+    keep, inputs: (B, T, H); h0: (B, H). Returns h_1..h_T, (B, T, H). Each frame is one fused multiply-add on
+    (B, H), forward and backward (the gradient runs the transposed recurrence lambda_t = G_t + keep_{t+1}
+    lambda_{t+1} from the last frame back).
+    """
+    hidden, states = h0, []
+    for keep_t, input_t in zip(_frames(keep), _frames(inputs)):
+        hidden = keep_t * hidden + input_t
+        states.append(hidden)
+    return mx.stack(states, axis=1)
+
+
+@linear_recurrence.vjp
+def _linear_recurrence_vjp(primals, cotangent, states):
+    keep, _, h0 = primals
+    keeps, cotangents = _frames(keep), _frames(cotangent)
+    carried, d_inputs = mx.zeros_like(h0), [None] * len(keeps)
+    for t in reversed(range(len(keeps))):
+        d_inputs[t] = carried = cotangents[t] + carried
+        carried = keeps[t] * carried
+    d_inputs = mx.stack(d_inputs, axis=1)
+    previous = mx.concatenate([h0[:, None], states[:, :-1]], axis=1)
+    return d_inputs * previous, d_inputs, carried
+
+
+def _frames(x: mx.array) -> list[mx.array]:
+    """(B, T, H) -> T arrays (B, H)."""
+    return [frame[:, 0] for frame in mx.split(x, x.shape[1], axis=1)]
+
+
 class MinGRU(nn.Module):
     """minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): a GRU whose gates see only the input, so the
-    recurrence h_t = (1 - z_t) * h_{t-1} + z_t * g(x_t) is linear in h and is solved for all frames at once with a
-    log-space scan (`mx.logcumsumexp`). Same interface as `GRU`: states (B, T, H) and the last state (B, H), which
-    is positive and may be passed back in to continue a signal block by block.
+    recurrence h_t = (1 - z_t) * h_{t-1} + z_t * g(x_t) is linear in h. On a GPU it is solved for all frames at
+    once with a log-space scan (`mx.logcumsumexp`); on the CPU frame by frame in linear space (`linear_recurrence`:
+    one multiply-add per frame, where the scan's exp/log and MLX's logcumsumexp backward cost ~10x more). Same
+    interface as `GRU`: states (B, T, H) and the last state (B, H), which is positive and may be passed back in to
+    continue a signal block by block.
     """
 
     def __init__(self, input_size: int, hidden_size: int):
@@ -157,6 +192,18 @@ class MinGRU(nn.Module):
 
     def __call__(self, x: mx.array, hidden: mx.array | None = None) -> tuple[mx.array, mx.array]:
         gate, candidate = mx.split(self.projection(x), 2, axis=-1)
+        if mx.default_device() == mx.cpu:
+            keep = fastmath.sigmoid(-gate)  # 1 - z
+            g = mx.where(candidate >= 0, candidate + 0.5, fastmath.sigmoid(candidate))
+            if hidden is None:
+                hidden = mx.zeros((x.shape[0], self.hidden_size), dtype=x.dtype)
+            states = linear_recurrence(keep, (1.0 - keep) * g, hidden)
+            return states, states[:, -1]
+        return self.log_space_scan(gate, candidate, hidden)
+
+    @staticmethod
+    def log_space_scan(gate: mx.array, candidate: mx.array, hidden: mx.array | None):
+        """The same recurrence from the gate and candidate pre-activations (B, T, H), as in the paper."""
         log_keep = -nn.softplus(gate)  # log(1 - z)
         log_input = -nn.softplus(-gate) + _log_g(candidate)  # log(z * g(x))
         if hidden is not None:  # h_0 enters as a first input with nothing to keep before it

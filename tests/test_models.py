@@ -10,7 +10,7 @@ from mlx.utils import tree_flatten
 from mlx_ddsp import checkpoint
 from mlx_ddsp.config import Config, ModelConfig, SynthConfig
 from mlx_ddsp.losses import multiscale_spectral_loss
-from mlx_ddsp.models import DDSP, GRU, MinGRU
+from mlx_ddsp.models import DDSP, GRU, MinGRU, linear_recurrence
 
 SR, FRAME_RATE = 16000, 250
 
@@ -91,6 +91,28 @@ def test_mingru_scan_matches_the_sequential_recurrence():
     np.testing.assert_allclose(np.array(mx.concatenate([first, second], axis=1)), expected, rtol=1e-4, atol=1e-5)
     grads = mx.grad(lambda x: layer(x, h0)[0].sum())(x)
     assert np.isfinite(np.array(grads)).all() and mx.abs(grads).max().item() > 0
+    gate, candidate = mx.split(layer.projection(x), 2, axis=-1)  # the GPU path: a log-space scan
+    np.testing.assert_allclose(np.array(MinGRU.log_space_scan(gate, candidate, h0)[0]), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_linear_recurrence_gradients_match_autodiff_of_the_loop():
+    rng = np.random.default_rng(5)
+    keep, inputs = (mx.array(rng.uniform(0, 1, (2, 40, 3)).astype(np.float32)) for _ in range(2))
+    h0 = mx.array(rng.normal(size=(2, 3)).astype(np.float32))
+    weights = mx.array(rng.normal(size=(2, 40, 3)).astype(np.float32))
+
+    def plain(keep, inputs, h0):
+        hidden, states = h0, []
+        for t in range(keep.shape[1]):
+            hidden = keep[:, t] * hidden + inputs[:, t]
+            states.append(hidden)
+        return mx.stack(states, axis=1)
+
+    np.testing.assert_allclose(np.array(linear_recurrence(keep, inputs, h0)), np.array(plain(keep, inputs, h0)),
+                               rtol=1e-6)
+    for fn_grads in zip(*(mx.grad(lambda *a: mx.sum(weights * fn(*a)), argnums=(0, 1, 2))(keep, inputs, h0)
+                          for fn in (linear_recurrence, plain))):
+        np.testing.assert_allclose(np.array(fn_grads[0]), np.array(fn_grads[1]), rtol=1e-5, atol=1e-6)
 
 
 def test_ddsp_outputs_and_ranges():
