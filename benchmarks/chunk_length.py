@@ -1,6 +1,6 @@
 """Compiled training step vs. chunk length: step time, audio trained per second, peak memory.
 
-    python benchmarks/chunk_length.py [--recipe R] [--chunks 0.5 1 2 4 8] [--batch N] [--steps N] [--quick]
+    python benchmarks/chunk_length.py [--recipe R] [--chunks 0.5 1 2 4 8] [--batch N] [--steps N] [--f0 HZ] [--quick]
                                       [--out FILE] [key=value ...]
 
 For each model (the recipe's, and the tiny one of recipes/smoke.yaml) and each chunk length, two settings are timed:
@@ -33,23 +33,24 @@ from mlx_ddsp.train import learning_rate_schedule, make_train_step
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def synthetic_batch(batch: int, seconds: float, cfg) -> tuple[mx.array, mx.array, mx.array]:
+def synthetic_batch(batch: int, seconds: float, cfg, f0_hz: float = 330.0) -> tuple[mx.array, mx.array, mx.array]:
+    """Audio, and f0 wandering half an octave around f0_hz (which sets how many harmonics can sound)."""
     n_samples = int(round(seconds * cfg.data.sample_rate))
     n_frames = int(round(seconds * cfg.features.frame_rate)) + 1
     t = np.linspace(0, seconds, n_frames, dtype=np.float32)
-    f0 = 330 * 2 ** (0.5 * np.sin(2 * np.pi * 0.5 * t + np.arange(batch)[:, None]))
+    f0 = f0_hz * 2 ** (0.5 * np.sin(2 * np.pi * 0.5 * t + np.arange(batch)[:, None]))
     loudness = -30 + 10 * np.sin(2 * np.pi * 0.3 * t + np.arange(batch)[:, None])
     audio = np.random.default_rng(0).uniform(-0.3, 0.3, (batch, n_samples)).astype(np.float32)
     return mx.array(audio), mx.array(f0.astype(np.float32)), mx.array(loudness.astype(np.float32))
 
 
-def measure(cfg, batch: int, seconds: float, steps: int) -> dict:
+def measure(cfg, batch: int, seconds: float, steps: int, f0_hz: float) -> dict:
     mx.random.seed(0)
     model = build_model(cfg)
     optimizer = optim.Adam(learning_rate=learning_rate_schedule(cfg), bias_correction=True)
     optimizer.init(model.trainable_parameters())
     step = make_train_step(model, optimizer, cfg)
-    inputs = synthetic_batch(batch, seconds, cfg)
+    inputs = synthetic_batch(batch, seconds, cfg, f0_hz)
 
     def run():
         out = step(*inputs)
@@ -68,7 +69,8 @@ def measure(cfg, batch: int, seconds: float, steps: int) -> dict:
     return {"chunk_seconds": seconds, "batch_size": batch, "step_ms_median": ms["median"], "step_ms_min": ms["min"],
             "step_ms_max": ms["max"], "compile_s": compile_s,
             "audio_seconds_per_second": batch * seconds / (ms["median"] / 1e3), "peak_memory_bytes": peak,
-            "bytes_per_audio_sample": peak / audio_samples, "decoder_frame_rate": cfg.model.frame_rate}
+            "bytes_per_audio_sample": peak / audio_samples, "decoder_frame_rate": cfg.model.frame_rate,
+            "recurrent": cfg.model.recurrent, "harmonics_oscillated": model.max_harmonics(inputs[1])}
 
 
 def main() -> None:
@@ -78,6 +80,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="fixed batch size (default: the recipe's)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per setting")
     parser.add_argument("--models", nargs="+", default=["default", "tiny"], choices=["default", "tiny"])
+    parser.add_argument("--f0", type=float, default=330.0,
+                        help="centre of the synthetic f0 in Hz (it wanders half an octave either way); the synth "
+                             "oscillates only harmonics that can sound, so a low f0 (e.g. 110) makes it use all")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", help="write the records as JSON here")
     args, overrides = parser.parse_known_args()
@@ -105,7 +110,7 @@ def main() -> None:
         for mode in modes:
             for seconds in chunks:
                 b = batch if mode == "fixed batch" else max(1, round(audio_per_batch / seconds))
-                record = {"model": name, "setting": mode, **measure(cfg, b, seconds, steps)}
+                record = {"model": name, "setting": mode, **measure(cfg, b, seconds, steps, args.f0)}
                 records.append(record)
                 table.add_row(name, mode, f"{seconds:g}", str(b), f"{record['step_ms_median']:.0f}",
                               f"{record['step_ms_min']:.0f}-{record['step_ms_max']:.0f}", f"{record['compile_s']:.1f}",
