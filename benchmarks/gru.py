@@ -1,7 +1,8 @@
 """Recurrent layers at Magenta's decoder shape: mlx.nn.GRU vs. mlx_ddsp's GRU and minGRU, forward and
-forward+backward (eager), median of --repeats after a warm-up.
+forward+backward, compiled as in a training step (--eager: not), median of --repeats after a warm-up.
 
-    python benchmarks/gru.py [--batch 4] [--frames 1000] [--units 512] [--inputs 1024] [--repeats 3] [--out FILE]
+    python benchmarks/gru.py [--batch 4] [--frames 1000] [--units 512] [--inputs 1024] [--repeats 3] [--eager]
+                             [--out FILE]
 
 The input size 1024 is the decoder's (two 512-unit MLP stacks concatenated). mlx.nn.GRU's forward+backward is
 autodiff through its Python loop over frames; mlx_ddsp's GRU has a hand-written backward pass.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=512)
     parser.add_argument("--inputs", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--eager", action="store_true", help="do not compile (mx.compile) the timed functions")
     parser.add_argument("--out", help="write the records as JSON here")
     args = parser.parse_args()
     mx.random.seed(0)
@@ -38,14 +41,18 @@ def main() -> None:
     console = Console(width=150)
     info = machine()
     console.print(f"{info['device']}, mlx {info['mlx_version']}, BLAS: {info['blas']}; batch {args.batch} x "
-                  f"{args.frames} frames x {args.units} units, {args.inputs} inputs")
+                  f"{args.frames} frames x {args.units} units, {args.inputs} inputs, "
+                  f"{'eager' if args.eager else 'compiled'}")
     records = []
     for name, layer in layers.items():
         states = (lambda x, layer=layer: layer(x)) if name == "mlx.nn.GRU" else (lambda x, layer=layer: layer(x)[0])
         loss_and_grad = nn.value_and_grad(layer, lambda x, states=states: (states(x) ** 2).mean())
-        for mode, fn in (("forward", lambda: states(x)), ("forward+backward", lambda: loss_and_grad(x))):
-            ms = summary_ms(time_calls(fn, args.repeats + 1)[1:])
-            records.append({"layer": name, "mode": mode, "ms_median": ms["median"], "ms_min": ms["min"]})
+        for mode, fn in (("forward", states), ("forward+backward", loss_and_grad)):
+            if not args.eager:  # the parameters are captured state, as in the training step
+                fn = partial(mx.compile, inputs=layer.state, outputs=layer.state)(fn)
+            ms = summary_ms(time_calls(lambda fn=fn: fn(x), args.repeats + 1)[1:])
+            records.append({"layer": name, "mode": mode, "compiled": not args.eager, "ms_median": ms["median"],
+                            "ms_min": ms["min"]})
             console.print(f"  {name} {mode}: {ms['median']:.0f} ms")
     write_json(args.out, records)
     table = Table(title="recurrent layers")
