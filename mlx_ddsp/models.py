@@ -80,10 +80,9 @@ def gru_recurrence(x_rz: mx.array, x_n: mx.array, Wh: mx.array, bhn: mx.array, h
     one fused multiply-add (`mx.addmm`) and two elementwise kernels.
     """
     Wh_T = Wh.T
-    n_frames = x_n.shape[1]
     hidden, states = h0, []
-    for offset_t, x_n_t in zip(mx.split(_state_offsets(x_rz, bhn), n_frames, axis=1), mx.split(x_n, n_frames, axis=1)):
-        _, z, _, n = _gru_gates(mx.addmm(offset_t[:, 0], hidden, Wh_T), x_n_t[:, 0])
+    for offset_t, x_n_t in zip(_frames(_state_offsets(x_rz, bhn)), _frames(x_n)):
+        _, z, _, n = _gru_gates(mx.addmm(offset_t, hidden, Wh_T), x_n_t)
         hidden = n + z * (hidden - n)
         states.append(hidden)
     return mx.stack(states, axis=1)
@@ -93,21 +92,21 @@ def gru_recurrence(x_rz: mx.array, x_n: mx.array, Wh: mx.array, bhn: mx.array, h
 def _gru_recurrence_vjp(primals, cotangent, states):
     x_rz, x_n, Wh, bhn, h0 = primals
     n_frames = x_n.shape[1]
-    previous = mx.concatenate([h0[:, None], states[:, :-1]], axis=1)  # h_{t-1}, (B, T, H)
+    previous = _previous_states(h0, states)
     r, z, hn, n = _gru_gates(mx.addmm(_state_offsets(x_rz, bhn), previous, Wh.T), x_n)  # all frames at once
     # per-frame factors of the backward recursion, all (B, T, H)
     d_n = 1.0 - z
     d_z = (previous - n) * z * (1.0 - z)
     d_n_pre = 1.0 - n * n
     d_r = hn * r * (1.0 - r)
-    factors = [mx.split(a, n_frames, axis=1) for a in (d_n, d_z, d_n_pre, d_r, r, z)]
-    cotangents = mx.split(cotangent, n_frames, axis=1)
+    factors = [_frames(a) for a in (d_n, d_z, d_n_pre, d_r, r, z)]
+    cotangents = _frames(cotangent)
     d_hidden = mx.zeros_like(h0)
     d_projections = [None] * n_frames  # (B, 3H) gradients of the gates' pre-activations [r, z] and of h_n
     d_candidates = [None] * n_frames  # (B, H) gradient of the candidate's pre-activation (= of x_n_t)
     for t in reversed(range(n_frames)):
-        f_n, f_z, f_n_pre, f_r, r_t, z_t = (a[t][:, 0] for a in factors)
-        d_h = d_hidden + cotangents[t][:, 0]
+        f_n, f_z, f_n_pre, f_r, r_t, z_t = (a[t] for a in factors)
+        d_h = d_hidden + cotangents[t]
         d_pre_n = d_h * f_n * f_n_pre
         d_proj = mx.concatenate([d_pre_n * f_r, d_h * f_z, d_pre_n * r_t], axis=-1)
         d_projections[t], d_candidates[t] = d_proj, d_pre_n
@@ -167,13 +166,17 @@ def _linear_recurrence_vjp(primals, cotangent, states):
         d_inputs[t] = carried = cotangents[t] + carried
         carried = keeps[t] * carried
     d_inputs = mx.stack(d_inputs, axis=1)
-    previous = mx.concatenate([h0[:, None], states[:, :-1]], axis=1)
-    return d_inputs * previous, d_inputs, carried
+    return d_inputs * _previous_states(h0, states), d_inputs, carried
 
 
 def _frames(x: mx.array) -> list[mx.array]:
     """(B, T, H) -> T arrays (B, H)."""
     return [frame[:, 0] for frame in mx.split(x, x.shape[1], axis=1)]
+
+
+def _previous_states(h0: mx.array, states: mx.array) -> mx.array:
+    """h_{t-1} for every frame: (B, H) initial state and (B, T, H) states h_1..h_T -> (B, T, H)."""
+    return mx.concatenate([h0[:, None], states[:, :-1]], axis=1)
 
 
 class MinGRU(nn.Module):
