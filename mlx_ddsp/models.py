@@ -15,7 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlx_ddsp import fastmath
+from mlx_ddsp import fastmath, kernels
 from mlx_ddsp.config import Config, ModelConfig, SynthConfig
 from mlx_ddsp.mfcc import mfcc
 from mlx_ddsp.synth import (audible_harmonics, exp_sigmoid, filtered_noise, harmonic_synth, hz_to_midi,
@@ -62,26 +62,32 @@ def _gru_gates(pre: mx.array, x_n: mx.array):
     return r, z, hn, n
 
 
-def _state_offsets(x_rz: mx.array, bhn: mx.array) -> mx.array:
+def _state_offsets(x: mx.array, bhn: mx.array) -> mx.array:
     """(B, T, 3H): what h @ Wh.T is added to in `_gru_gates`' pre (the gates' inputs and the candidate's bias)."""
+    x_rz = x[..., : 2 * bhn.shape[0]]
     return mx.concatenate([x_rz, mx.broadcast_to(bhn, x_rz.shape[:-1] + bhn.shape)], axis=-1)
 
 
 @mx.custom_function
-def gru_recurrence(x_rz: mx.array, x_n: mx.array, Wh: mx.array, bhn: mx.array, h0: mx.array) -> mx.array:
+def gru_recurrence(x: mx.array, Wh: mx.array, bhn: mx.array, h0: mx.array) -> mx.array:
     """The sequential part of a GRU, with a hand-written backward pass.
 
-    x_rz: (B, T, 2H) and x_n: (B, T, H) input projections (biases included); Wh: (3H, H) recurrent weights; bhn: (H,)
+    x: (B, T, 3H) input projections [x_r, x_z, x_n] (biases included); Wh: (3H, H) recurrent weights; bhn: (H,)
     recurrent bias of the candidate; h0: (B, H) initial state. Returns the states h_1..h_T, (B, T, H), with
     h_t = (1 - z) * n + z * h_{t-1} (mlx.nn.GRU's equations).
 
-    Autodiff through the loop would add T outer products into dWh, one (3H, H) matrix per frame; the backward pass
-    here keeps only the (B, H) recursion sequential and computes dWh with one matmul over all frames. Each step is
-    one fused multiply-add (`mx.addmm`) and two elementwise kernels.
+    On the CPU the frame loop runs in a compiled kernel (`kernels.gru_loops`); elsewhere, or without it, each
+    frame is one fused multiply-add (`mx.addmm`) and two elementwise kernels. Autodiff through that loop would add
+    T outer products into dWh, one (3H, H) matrix per frame; the backward pass here keeps only the (B, H)
+    recursion sequential and computes dWh with one matmul over all frames.
     """
+    loops = kernels.gru_loops(x, Wh, bhn, h0)
+    if loops is not None:
+        return loops.gru_forward(x, bhn, Wh, h0)
+    size = h0.shape[-1]
     Wh_T = Wh.T
     hidden, states = h0, []
-    for offset_t, x_n_t in zip(_frames(_state_offsets(x_rz, bhn)), _frames(x_n)):
+    for offset_t, x_n_t in zip(_frames(_state_offsets(x, bhn)), _frames(x[..., 2 * size :])):
         _, z, _, n = _gru_gates(mx.addmm(offset_t, hidden, Wh_T), x_n_t)
         hidden = n + z * (hidden - n)
         states.append(hidden)
@@ -90,10 +96,24 @@ def gru_recurrence(x_rz: mx.array, x_n: mx.array, Wh: mx.array, bhn: mx.array, h
 
 @gru_recurrence.vjp
 def _gru_recurrence_vjp(primals, cotangent, states):
-    x_rz, x_n, Wh, bhn, h0 = primals
-    n_frames = x_n.shape[1]
+    x, Wh, bhn, h0 = primals
+    size = h0.shape[-1]
     previous = _previous_states(h0, states)
-    r, z, hn, n = _gru_gates(mx.addmm(_state_offsets(x_rz, bhn), previous, Wh.T), x_n)  # all frames at once
+    pre = mx.addmm(_state_offsets(x, bhn), previous, Wh.T)  # the gates' pre-activations, all frames at once
+    loops = kernels.gru_loops(pre, x, previous, cotangent, Wh)
+    if loops is not None:
+        d_pre, d_x_n, d_h0 = loops.gru_backward(pre, x, previous, cotangent, Wh)
+    else:
+        d_pre, d_x_n, d_h0 = _gru_backward_loop(pre, x[..., 2 * size :], previous, cotangent, Wh)
+    d_Wh = mx.reshape(d_pre, (-1, 3 * size)).T @ mx.reshape(previous, (-1, size))
+    d_x = mx.concatenate([d_pre[..., : 2 * size], d_x_n], axis=-1)
+    return d_x, d_Wh, mx.sum(d_pre[..., 2 * size :], axis=(0, 1)), d_h0
+
+
+def _gru_backward_loop(pre: mx.array, x_n: mx.array, previous: mx.array, cotangent: mx.array, Wh: mx.array):
+    """The backward recursion with MLX ops. pre: (B, T, 3H) as in `_gru_gates`; x_n, previous (h_{t-1}),
+    cotangent: (B, T, H). Returns the gradients of pre (B, T, 3H), of x_n (B, T, H) and of h_0 (B, H)."""
+    r, z, hn, n = _gru_gates(pre, x_n)
     # per-frame factors of the backward recursion, all (B, T, H)
     d_n = 1.0 - z
     d_z = (previous - n) * z * (1.0 - z)
@@ -101,21 +121,17 @@ def _gru_recurrence_vjp(primals, cotangent, states):
     d_r = hn * r * (1.0 - r)
     factors = [_frames(a) for a in (d_n, d_z, d_n_pre, d_r, r, z)]
     cotangents = _frames(cotangent)
-    d_hidden = mx.zeros_like(h0)
-    d_projections = [None] * n_frames  # (B, 3H) gradients of the gates' pre-activations [r, z] and of h_n
-    d_candidates = [None] * n_frames  # (B, H) gradient of the candidate's pre-activation (= of x_n_t)
-    for t in reversed(range(n_frames)):
+    d_hidden = mx.zeros_like(previous[:, 0])
+    d_pres = [None] * len(cotangents)  # (B, 3H) gradients of the gates' pre-activations [r, z] and of h_n
+    d_candidates = [None] * len(cotangents)  # (B, H) gradient of the candidate's pre-activation (= of x_n_t)
+    for t in reversed(range(len(cotangents))):
         f_n, f_z, f_n_pre, f_r, r_t, z_t = (a[t] for a in factors)
         d_h = d_hidden + cotangents[t]
         d_pre_n = d_h * f_n * f_n_pre
-        d_proj = mx.concatenate([d_pre_n * f_r, d_h * f_z, d_pre_n * r_t], axis=-1)
-        d_projections[t], d_candidates[t] = d_proj, d_pre_n
-        d_hidden = d_h * z_t + d_proj @ Wh
-    d_proj = mx.stack(d_projections, axis=1)  # (B, T, 3H)
-    size = h0.shape[-1]
-    d_Wh = mx.reshape(d_proj, (-1, 3 * size)).T @ mx.reshape(previous, (-1, size))
-    d_x_n = mx.stack(d_candidates, axis=1)
-    return d_proj[..., : 2 * size], d_x_n, d_Wh, mx.sum(d_proj[..., 2 * size :], axis=(0, 1)), d_hidden
+        d_pre = mx.concatenate([d_pre_n * f_r, d_h * f_z, d_pre_n * r_t], axis=-1)
+        d_pres[t], d_candidates[t] = d_pre, d_pre_n
+        d_hidden = d_h * z_t + d_pre @ Wh
+    return mx.stack(d_pres, axis=1), mx.stack(d_candidates, axis=1), d_hidden
 
 
 class GRU(nn.GRU):
@@ -133,7 +149,7 @@ class GRU(nn.GRU):
         if hidden is None:
             hidden = mx.zeros((x.shape[0], size), dtype=x.dtype)
         bhn = self.bhn if self.bhn is not None else mx.zeros((size,), dtype=x.dtype)
-        states = gru_recurrence(x[..., :-size], x[..., -size:], self.Wh, bhn, hidden)
+        states = gru_recurrence(x, self.Wh, bhn, hidden)
         return states, states[:, -1]
 
 
