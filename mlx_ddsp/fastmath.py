@@ -14,8 +14,12 @@ operations cost more to dispatch than libm costs to run.
 
 from __future__ import annotations
 
+import functools
+
 import mlx.core as mx
 import mlx.nn as nn
+
+from mlx_ddsp import kernels
 
 CLAMP = 24.0  # sigmoid(-24) = 3.8e-11
 MIN_SIZE = 2048  # a batch-4 training step's GRU gates, (4, 512) and up, are above; a batch-1 render's, (1, 1024), below
@@ -45,38 +49,49 @@ def tanh(x: mx.array) -> mx.array:
     return 2.0 * sigmoid(2.0 * x) - 1.0
 
 
-@mx.custom_function
-def _layer_norm_leaky_relu(x: mx.array, weight: mx.array, bias: mx.array, eps: mx.array, slope: mx.array):
-    mean = mx.mean(x, axis=-1, keepdims=True)
-    centred = x - mean
-    inv_std = mx.rsqrt(mx.mean(mx.square(centred), axis=-1, keepdims=True) + eps)
-    normed = centred * inv_std
-    y = normed * weight + bias
-    return mx.maximum(y, slope * y), normed, inv_std
+@functools.lru_cache(maxsize=None)
+def _layer_norm_leaky_relu(eps: float, slope: float):
+    """The CPU function for one (eps, slope): (x, weight, bias) -> (out, normed, inv_std), hand-written backward."""
 
+    @mx.custom_function
+    def forward(x: mx.array, weight: mx.array, bias: mx.array):
+        native = kernels.cpu_kernels(x, weight, bias)
+        if native is not None:
+            return tuple(native.layer_norm_leaky_relu(x, weight, bias, eps, slope))
+        mean = mx.mean(x, axis=-1, keepdims=True)
+        centred = x - mean
+        inv_std = mx.rsqrt(mx.mean(mx.square(centred), axis=-1, keepdims=True) + eps)
+        normed = centred * inv_std
+        y = normed * weight + bias
+        return mx.maximum(y, slope * y), normed, inv_std
 
-@_layer_norm_leaky_relu.vjp
-def _layer_norm_leaky_relu_vjp(primals, cotangents, outputs):
-    _, weight, _, eps, slope = primals
-    out, normed, inv_std = outputs
-    # leaky ReLU's slope from the sign of its output (mx.where ran ~10x slower than this on the CPU)
-    d_y = cotangents[0] * ((1.0 + slope) / 2.0 + (1.0 - slope) / 2.0 * mx.sign(out))
-    rows = d_y.reshape(-1, d_y.shape[-1])
-    d_weight = mx.sum(rows * normed.reshape(rows.shape), axis=0)
-    d_bias = mx.sum(rows, axis=0)
-    d_normed = d_y * weight
-    d_x = inv_std * (d_normed - mx.mean(d_normed, axis=-1, keepdims=True)
-                     - normed * mx.mean(d_normed * normed, axis=-1, keepdims=True))
-    return d_x, d_weight, d_bias, mx.zeros_like(eps), mx.zeros_like(slope)
+    @forward.vjp
+    def backward(primals, cotangents, outputs):
+        weight = primals[1]
+        out, normed, inv_std = outputs
+        native = kernels.cpu_kernels(cotangents[0], out, normed, inv_std, weight)
+        if native is not None:
+            return tuple(native.layer_norm_leaky_relu_backward(cotangents[0], out, normed, inv_std, weight, slope))
+        # leaky ReLU's slope from the sign of its output (mx.where ran ~10x slower than this on the CPU)
+        d_y = cotangents[0] * ((1.0 + slope) / 2.0 + (1.0 - slope) / 2.0 * mx.sign(out))
+        rows = d_y.reshape(-1, d_y.shape[-1])
+        d_weight = mx.sum(rows * normed.reshape(rows.shape), axis=0)
+        d_bias = mx.sum(rows, axis=0)
+        d_normed = d_y * weight
+        d_x = inv_std * (d_normed - mx.mean(d_normed, axis=-1, keepdims=True)
+                         - normed * mx.mean(d_normed * normed, axis=-1, keepdims=True))
+        return d_x, d_weight, d_bias
+
+    return forward
 
 
 def layer_norm_leaky_relu(x: mx.array, weight: mx.array, bias: mx.array, eps: float, slope: float) -> mx.array:
     """leaky_relu(layer_norm(x) * weight + bias) over the last axis, as `nn.LayerNorm` then `nn.leaky_relu`.
 
-    x: (..., D); weight, bias: (D,). On the CPU one function with a hand-written backward pass (about twice as fast
-    forward and backward as MLX's layer norm, whose CPU backward is built from generic operations); elsewhere MLX's
-    own kernels.
+    x: (..., D); weight, bias: (D,). On the CPU one function with a hand-written backward pass, run by the compiled
+    kernel of csrc/layer_norm.cpp where it is available (MLX's CPU layer norm takes several reductions and passes,
+    its backward built from generic operations); elsewhere MLX's own kernels.
     """
     if mx.default_device() != mx.cpu:
         return nn.leaky_relu(mx.fast.layer_norm(x, weight, bias, eps), negative_slope=slope)
-    return _layer_norm_leaky_relu(x, weight, bias, mx.array(eps, x.dtype), mx.array(slope, x.dtype))[0]
+    return _layer_norm_leaky_relu(float(eps), float(slope))(x, weight, bias)[0]

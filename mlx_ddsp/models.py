@@ -76,14 +76,14 @@ def gru_recurrence(x: mx.array, Wh: mx.array, bhn: mx.array, h0: mx.array) -> mx
     recurrent bias of the candidate; h0: (B, H) initial state. Returns the states h_1..h_T, (B, T, H), with
     h_t = (1 - z) * n + z * h_{t-1} (mlx.nn.GRU's equations).
 
-    On the CPU the frame loop runs in a compiled kernel (`kernels.gru_loops`); elsewhere, or without it, each
+    On the CPU the frame loop runs in a compiled kernel (`kernels.cpu_kernels`); elsewhere, or without it, each
     frame is one fused multiply-add (`mx.addmm`) and two elementwise kernels. Autodiff through that loop would add
     T outer products into dWh, one (3H, H) matrix per frame; the backward pass here keeps only the (B, H)
     recursion sequential and computes dWh with one matmul over all frames.
     """
-    loops = kernels.gru_loops(x, Wh, bhn, h0)
-    if loops is not None:
-        return loops.gru_forward(x, bhn, Wh, h0)
+    native = kernels.cpu_kernels(x, Wh, bhn, h0)
+    if native is not None:
+        return native.gru_forward(x, bhn, Wh, h0)
     size = h0.shape[-1]
     Wh_T = Wh.T
     hidden, states = h0, []
@@ -100,9 +100,9 @@ def _gru_recurrence_vjp(primals, cotangent, states):
     size = h0.shape[-1]
     previous = _previous_states(h0, states)
     pre = mx.addmm(_state_offsets(x, bhn), previous, Wh.T)  # the gates' pre-activations, all frames at once
-    loops = kernels.gru_loops(pre, x, previous, cotangent, Wh)
-    if loops is not None:
-        d_pre, d_x_n, d_h0 = loops.gru_backward(pre, x, previous, cotangent, Wh)
+    native = kernels.cpu_kernels(pre, x, previous, cotangent, Wh)
+    if native is not None:
+        d_pre, d_x_n, d_h0 = native.gru_backward(pre, x, previous, cotangent, Wh)
     else:
         d_pre, d_x_n, d_h0 = _gru_backward_loop(pre, x[..., 2 * size :], previous, cotangent, Wh)
     d_Wh = mx.reshape(d_pre, (-1, 3 * size)).T @ mx.reshape(previous, (-1, size))

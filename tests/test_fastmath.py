@@ -5,7 +5,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from mlx_ddsp import fastmath
+from mlx_ddsp import fastmath, kernels
 
 REFERENCES = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh}
 
@@ -32,11 +32,17 @@ def test_extremes_and_nan():
     assert np.isnan(s[7]) and np.isnan(t[7])
 
 
-def test_layer_norm_leaky_relu_matches_mlx_layers():
-    norm = nn.LayerNorm(128)
-    norm.weight = mx.random.uniform(0.5, 1.5, (128,), key=mx.random.key(1))
-    norm.bias = mx.random.normal((128,), key=mx.random.key(2)) * 0.3
-    x = mx.random.normal((4, 200, 128), key=mx.random.key(3)) * 3.0 + 1.0
+@pytest.mark.parametrize("path,width", [("kernel", 128), ("kernel", 100), ("mlx ops", 128)])
+def test_layer_norm_leaky_relu_matches_mlx_layers(path, width, monkeypatch):
+    """Both CPU paths: csrc/layer_norm.cpp (a width that is not a whole number of SIMD registers too), MLX ops."""
+    if path == "kernel":
+        assert kernels.cpu_kernels(mx.zeros(1)) is not None, "the CPU kernels did not build (see stderr)"
+    else:
+        monkeypatch.setattr(kernels, "cpu_kernels", lambda *arrays: None)
+    norm = nn.LayerNorm(width)
+    norm.weight = mx.random.uniform(0.5, 1.5, (width,), key=mx.random.key(1))
+    norm.bias = mx.random.normal((width,), key=mx.random.key(2)) * 0.3
+    x = mx.random.normal((4, 200, width), key=mx.random.key(3)) * 3.0 + 1.0
     weights = mx.random.normal(x.shape, key=mx.random.key(4))
 
     def loss_reference(x, w, b):
@@ -47,6 +53,8 @@ def test_layer_norm_leaky_relu_matches_mlx_layers():
         return mx.sum(weights * fastmath.layer_norm_leaky_relu(x, w, b, norm.eps, 0.2))
 
     args = (x, norm.weight, norm.bias)
+    np.testing.assert_allclose(np.array(fastmath.layer_norm_leaky_relu(*args, norm.eps, 0.2)),
+                               np.array(nn.leaky_relu(norm(x), 0.2)), atol=2e-5)
     np.testing.assert_allclose(float(loss_fast(*args)), float(loss_reference(*args)), rtol=1e-5)
     for got, want in zip(mx.grad(loss_fast, argnums=(0, 1, 2))(*args), mx.grad(loss_reference, argnums=(0, 1, 2))(*args)):
         np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-4, atol=1e-4)

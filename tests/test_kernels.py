@@ -1,5 +1,5 @@
 """The compiled CPU kernels' loader: opting out, falling back when the build fails, and applying only where valid.
-(What the GRU kernel computes is tested against mlx.nn.GRU in test_models.py.)"""
+(What the kernels compute is tested against MLX: the GRU in test_models.py, layer norm in test_fastmath.py.)"""
 
 import mlx.core as mx
 
@@ -7,19 +7,19 @@ from mlx_ddsp import kernels
 
 
 def test_opt_out_and_float32_only(monkeypatch):
-    assert kernels.gru_loops(mx.zeros(1, dtype=mx.float16)) is None
+    assert kernels.cpu_kernels(mx.zeros(1, dtype=mx.float16)) is None
     monkeypatch.setattr(kernels, "_loaded", {})
     monkeypatch.setenv("MLX_DDSP_KERNELS", "0")
-    assert kernels.gru_loops(mx.zeros(1)) is None
+    assert kernels.cpu_kernels(mx.zeros(1)) is None
 
 
 def test_failed_build_falls_back_with_the_reason(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(kernels, "_loaded", {})
     monkeypatch.setenv("MLX_DDSP_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
-    assert kernels.gru_loops(mx.zeros(1)) is None
-    assert "CPU GRU kernel unavailable (false failed" in capsys.readouterr().err
-    assert not list(tmp_path.glob("*/*")) and not list(tmp_path.glob("_gru*"))  # nothing half-written is left
+    assert kernels.cpu_kernels(mx.zeros(1)) is None
+    assert "CPU kernels unavailable (false failed" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*/*")) and not list(tmp_path.glob("_kernels*"))  # nothing half-written is left
 
 
 def test_built_library_is_reused(monkeypatch):

@@ -35,9 +35,9 @@ def gru_pair(request, monkeypatch):
     than one thread, a partial panel, a batch of 5 that is not a whole number of 4-row passes); "mlx ops": without."""
     path, batch, n_frames, n_inputs, units = request.param
     if path == "kernel":
-        assert kernels.gru_loops(mx.zeros(1)) is not None, "the CPU GRU kernel did not build (see stderr)"
+        assert kernels.cpu_kernels(mx.zeros(1)) is not None, "the CPU kernels did not build (see stderr)"
     else:
-        monkeypatch.setattr(kernels, "gru_loops", lambda *arrays: None)
+        monkeypatch.setattr(kernels, "cpu_kernels", lambda *arrays: None)
     mx.random.seed(3)
     fast, ref = GRU(n_inputs, units), nn.GRU(n_inputs, units)
     ref.update(fast.parameters())

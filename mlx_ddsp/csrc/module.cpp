@@ -1,0 +1,26 @@
+// Python bindings of mlx_ddsp's CPU kernels (built and loaded by mlx_ddsp/kernels.py).
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/variant.h>
+#include <nanobind/stl/vector.h>
+
+#include "cpu_primitive.h"
+
+namespace nb = nanobind;
+using namespace mlx_ddsp;
+
+NB_MODULE(_kernels, m) {
+  m.doc() = "mlx_ddsp's CPU kernels as MLX operations (float32, row-major)";
+  m.def("gru_forward", &gru_forward, nb::arg("x"), nb::arg("bhn"), nb::arg("wh"), nb::arg("h0"), nb::kw_only(),
+        nb::arg("stream") = nb::none(),
+        "GRU states (B, T, H) from input projections x (B, T, 3H), bhn (H), Wh (3H, H), h0 (B, H).");
+  m.def("gru_backward", &gru_backward, nb::arg("pre"), nb::arg("x"), nb::arg("previous"), nb::arg("cotangent"),
+        nb::arg("wh"), nb::kw_only(), nb::arg("stream") = nb::none(),
+        "[d_pre (B, T, 3H), d_xn (B, T, H), d_h0 (B, H)]: gradients of gru_forward's states.");
+  m.def("layer_norm_leaky_relu", &layer_norm_leaky_relu, nb::arg("x"), nb::arg("weight"), nb::arg("bias"),
+        nb::arg("eps"), nb::arg("slope"), nb::kw_only(), nb::arg("stream") = nb::none(),
+        "[out, normed, inv_std]: leaky_relu(layer_norm(x) * weight + bias) over the last axis, the normalised x "
+        "and 1 / std per row (..., 1).");
+  m.def("layer_norm_leaky_relu_backward", &layer_norm_leaky_relu_backward, nb::arg("cotangent"), nb::arg("out"),
+        nb::arg("normed"), nb::arg("inv_std"), nb::arg("weight"), nb::arg("slope"), nb::kw_only(),
+        nb::arg("stream") = nb::none(), "[d_x, d_weight, d_bias] of layer_norm_leaky_relu's out.");
+}
