@@ -107,7 +107,7 @@ inline std::pair<int, int> share(int i, int n, int size, int granule) {
   return {std::min(size, granules * i / n * granule), std::min(size, granules * (i + 1) / n * granule)};
 }
 
-// ---- the kernels (gru.cpp, layer_norm.cpp) ----
+// ---- the kernels (gru.cpp, layer_norm.cpp, harmonic_bank.cpp) ----
 
 mx::array gru_forward(const mx::array& x, const mx::array& bhn, const mx::array& wh, const mx::array& h0,
                       mx::StreamOrDevice s);
@@ -118,5 +118,12 @@ std::vector<mx::array> layer_norm_leaky_relu(const mx::array& x, const mx::array
 std::vector<mx::array> layer_norm_leaky_relu_backward(const mx::array& cotangent, const mx::array& out,
                                                       const mx::array& normed, const mx::array& inv_std,
                                                       const mx::array& weight, float slope, mx::StreamOrDevice s);
+
+mx::array harmonic_bank(const mx::array& sin_theta, const mx::array& cos_theta, const mx::array& start,
+                        const mx::array& end, mx::StreamOrDevice s);
+std::vector<mx::array> harmonic_bank_amplitude_grads(const mx::array& cotangent, const mx::array& sin_theta,
+                                                     const mx::array& cos_theta, int K, mx::StreamOrDevice s);
+mx::array harmonic_bank_phase_grad(const mx::array& cotangent, const mx::array& cos_theta, const mx::array& start,
+                                   const mx::array& end, mx::StreamOrDevice s);
 
 }  // namespace mlx_ddsp

@@ -23,4 +23,14 @@ NB_MODULE(_kernels, m) {
   m.def("layer_norm_leaky_relu_backward", &layer_norm_leaky_relu_backward, nb::arg("cotangent"), nb::arg("out"),
         nb::arg("normed"), nb::arg("inv_std"), nb::arg("weight"), nb::arg("slope"), nb::kw_only(),
         nb::arg("stream") = nb::none(), "[d_x, d_weight, d_bias] of layer_norm_leaky_relu's out.");
+  m.def("harmonic_bank", &harmonic_bank, nb::arg("sin_theta"), nb::arg("cos_theta"), nb::arg("start"),
+        nb::arg("end"), nb::kw_only(), nb::arg("stream") = nb::none(),
+        "(B, S, hop): sum_k a_k sin(k theta) from sin and cos of theta (B, S, hop) and the amplitudes of harmonics "
+        "1..K at each segment's start and one hop after its end, start and end (B, S, K).");
+  m.def("harmonic_bank_amplitude_grads", &harmonic_bank_amplitude_grads, nb::arg("cotangent"), nb::arg("sin_theta"),
+        nb::arg("cos_theta"), nb::arg("n_harmonics"), nb::kw_only(), nb::arg("stream") = nb::none(),
+        "[d_start, d_end] (B, S, K) of harmonic_bank.");
+  m.def("harmonic_bank_phase_grad", &harmonic_bank_phase_grad, nb::arg("cotangent"), nb::arg("cos_theta"),
+        nb::arg("start"), nb::arg("end"), nb::kw_only(), nb::arg("stream") = nb::none(),
+        "(B, S, hop): gradient of harmonic_bank with respect to the phase in cycles (theta = 2 pi phase).");
 }
