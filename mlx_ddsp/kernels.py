@@ -64,15 +64,28 @@ def _build_key() -> str:
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+
+def missing_build_tools() -> str | None:
+    """Why the kernels cannot be compiled here (no C++ compiler, no Python headers), or None."""
+    if _compiler() is None:
+        return "no C++ compiler found (install g++ or clang, or set CXX)"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        return "Python's headers are missing (Debian/Ubuntu: apt install python3-dev)"
+    return None
+
+
 def build(folder: Path) -> Path:
     """Compile csrc/ into `folder` (atomically) unless already there; returns the library's path.
     Raises RuntimeError with the reason when it cannot be built."""
     library = folder / f"_kernels-{_build_key()}{sysconfig.get_config_var('EXT_SUFFIX')}"
     if library.exists():
         return library
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
-        raise RuntimeError("no C++ compiler found (install g++ or clang, or set CXX)")
+    if missing_build_tools():
+        raise RuntimeError(missing_build_tools())
+    compiler = _compiler()
     folder.mkdir(parents=True, exist_ok=True)
     print(f"mlx_ddsp: compiling the CPU kernels into {folder} (once, ~20 s)", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:

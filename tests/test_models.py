@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlx_ddsp import checkpoint, kernels
+from mlx_ddsp import checkpoint
 from mlx_ddsp.config import Config, ModelConfig, SynthConfig
 from mlx_ddsp.losses import multiscale_spectral_loss
 from mlx_ddsp.models import DDSP, GRU, MinGRU, linear_recurrence
@@ -30,14 +30,11 @@ def inputs(batch=2, seconds=0.2):
 
 @pytest.fixture(params=[("kernel", 3, 17, 5, 8), ("kernel", 5, 9, 7, 136), ("mlx ops", 3, 17, 5, 8)],
                 ids=["kernel", "kernel-threads", "mlx-ops"])
-def gru_pair(request, monkeypatch):
+def gru_pair(request, cpu_path):
     """(our GRU, mlx.nn.GRU with the same weights, x, h0). "kernel": the CPU loops of csrc/gru.cpp (136 units: more
     than one thread, a partial panel, a batch of 5 that is not a whole number of 4-row passes); "mlx ops": without."""
     path, batch, n_frames, n_inputs, units = request.param
-    if path == "kernel":
-        assert kernels.cpu_kernels(mx.zeros(1)) is not None, "the CPU kernels did not build (see stderr)"
-    else:
-        monkeypatch.setattr(kernels, "cpu_kernels", lambda *arrays: None)
+    cpu_path(path)
     mx.random.seed(3)
     fast, ref = GRU(n_inputs, units), nn.GRU(n_inputs, units)
     ref.update(fast.parameters())

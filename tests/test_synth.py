@@ -6,7 +6,6 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_ddsp import kernels
 from mlx_ddsp.synth import (
     audible_harmonics,
     exp_sigmoid,
@@ -110,14 +109,11 @@ def direct_bank(phase, start, end):
 
 
 @pytest.fixture(params=[("kernel", 16), ("kernel", 20), ("mlx ops", 16)], ids=["kernel", "kernel-hop20", "mlx-ops"])
-def bank_hop(request, monkeypatch):
+def bank_hop(request, cpu_path):
     """Segment length for a harmonic_bank test, on one of its two CPU paths: the kernel of csrc/harmonic_bank.cpp
     (also with a hop that is not a whole number of SIMD registers) or MLX ops."""
     path, hop = request.param
-    if path == "kernel":
-        assert kernels.cpu_kernels(mx.zeros(1)) is not None, "the CPU kernels did not build (see stderr)"
-    else:
-        monkeypatch.setattr(kernels, "cpu_kernels", lambda *arrays: None)
+    cpu_path(path)
     return hop
 
 
