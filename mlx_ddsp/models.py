@@ -69,12 +69,13 @@ def _state_offsets(x: mx.array, bhn: mx.array) -> mx.array:
 
 
 @mx.custom_function
-def gru_recurrence(x: mx.array, Wh: mx.array, bhn: mx.array, h0: mx.array) -> mx.array:
+def gru_recurrence(x: mx.array, Wh: mx.array, bhn: mx.array, h0: mx.array) -> tuple[mx.array, mx.array]:
     """The sequential part of a GRU, with a hand-written backward pass.
 
     x: (B, T, 3H) input projections [x_r, x_z, x_n] (biases included); Wh: (3H, H) recurrent weights; bhn: (H,)
     recurrent bias of the candidate; h0: (B, H) initial state. Returns the states h_1..h_T, (B, T, H), with
-    h_t = (1 - z) * n + z * h_{t-1} (mlx.nn.GRU's equations).
+    h_t = (1 - z) * n + z * h_{t-1} (mlx.nn.GRU's equations), and the gates' pre-activations (B, T, 3H) that
+    `_gru_gates` takes, kept for the backward pass.
 
     On the CPU the frame loop runs in a compiled kernel (`kernels.cpu_kernels`); elsewhere, or without it, each
     frame is one fused multiply-add (`mx.addmm`) and two elementwise kernels. Autodiff through that loop would add
@@ -83,28 +84,29 @@ def gru_recurrence(x: mx.array, Wh: mx.array, bhn: mx.array, h0: mx.array) -> mx
     """
     native = kernels.cpu_kernels(x, Wh, bhn, h0)
     if native is not None:
-        return native.gru_forward(x, bhn, Wh, h0)
+        return tuple(native.gru_forward(x, bhn, Wh, h0))
     size = h0.shape[-1]
     Wh_T = Wh.T
-    hidden, states = h0, []
+    hidden, states, pres = h0, [], []
     for offset_t, x_n_t in zip(_frames(_state_offsets(x, bhn)), _frames(x[..., 2 * size :])):
-        _, z, _, n = _gru_gates(mx.addmm(offset_t, hidden, Wh_T), x_n_t)
+        pres.append(mx.addmm(offset_t, hidden, Wh_T))
+        _, z, _, n = _gru_gates(pres[-1], x_n_t)
         hidden = n + z * (hidden - n)
         states.append(hidden)
-    return mx.stack(states, axis=1)
+    return mx.stack(states, axis=1), mx.stack(pres, axis=1)
 
 
 @gru_recurrence.vjp
-def _gru_recurrence_vjp(primals, cotangent, states):
+def _gru_recurrence_vjp(primals, cotangents, outputs):
     x, Wh, bhn, h0 = primals
+    states, pre = outputs
     size = h0.shape[-1]
     previous = _previous_states(h0, states)
-    pre = mx.addmm(_state_offsets(x, bhn), previous, Wh.T)  # the gates' pre-activations, all frames at once
-    native = kernels.cpu_kernels(pre, x, previous, cotangent, Wh)
+    native = kernels.cpu_kernels(pre, x, previous, cotangents[0], Wh)
     if native is not None:
-        d_pre, d_x_n, d_h0 = native.gru_backward(pre, x, previous, cotangent, Wh)
+        d_pre, d_x_n, d_h0 = native.gru_backward(pre, x, previous, cotangents[0], Wh)
     else:
-        d_pre, d_x_n, d_h0 = _gru_backward_loop(pre, x[..., 2 * size :], previous, cotangent, Wh)
+        d_pre, d_x_n, d_h0 = _gru_backward_loop(pre, x[..., 2 * size :], previous, cotangents[0], Wh)
     d_Wh = mx.reshape(d_pre, (-1, 3 * size)).T @ mx.reshape(previous, (-1, size))
     d_x = mx.concatenate([d_pre[..., : 2 * size], d_x_n], axis=-1)
     return d_x, d_Wh, mx.sum(d_pre[..., 2 * size :], axis=(0, 1)), d_h0
@@ -149,7 +151,7 @@ class GRU(nn.GRU):
         if hidden is None:
             hidden = mx.zeros((x.shape[0], size), dtype=x.dtype)
         bhn = self.bhn if self.bhn is not None else mx.zeros((size,), dtype=x.dtype)
-        states = gru_recurrence(x, self.Wh, bhn, hidden)
+        states = gru_recurrence(x, self.Wh, bhn, hidden)[0]
         return states, states[:, -1]
 
 

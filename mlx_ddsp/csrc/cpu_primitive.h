@@ -109,8 +109,8 @@ inline std::pair<int, int> share(int i, int n, int size, int granule) {
 
 // ---- the kernels (gru.cpp, layer_norm.cpp, harmonic_bank.cpp) ----
 
-mx::array gru_forward(const mx::array& x, const mx::array& bhn, const mx::array& wh, const mx::array& h0,
-                      mx::StreamOrDevice s);
+std::vector<mx::array> gru_forward(const mx::array& x, const mx::array& bhn, const mx::array& wh, const mx::array& h0,
+                                   mx::StreamOrDevice s);
 std::vector<mx::array> gru_backward(const mx::array& pre, const mx::array& x, const mx::array& previous,
                                     const mx::array& cotangent, const mx::array& wh, mx::StreamOrDevice s);
 std::vector<mx::array> layer_norm_leaky_relu(const mx::array& x, const mx::array& weight, const mx::array& bias,

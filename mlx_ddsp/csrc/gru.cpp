@@ -124,21 +124,25 @@ void parallel_units(int n, int H, const std::function<void(int, int, int)>& fn) 
 
 // ---- the two loops ----
 
-// One frame of one sequence, units [0, n) of a thread's share: the gates from the input projections x_* and the
-// recurrent products g_* (h_{t-1} Wr, h_{t-1} Wz, h_{t-1} Wn), then h_t into `out`.
+// One frame of one sequence, units [0, n) of a thread's share: the gates' pre-activations p_* from the input
+// projections x_* and the recurrent products g_* (h_{t-1} Wr, h_{t-1} Wz, h_{t-1} Wn), then h_t into `out`.
 void forward_frame(const float* __restrict x_r, const float* __restrict x_z, const float* __restrict x_n,
                    const float* __restrict g_r, const float* __restrict g_z, const float* __restrict g_n,
-                   const float* __restrict bhn, const float* __restrict h_prev, float* __restrict out, int n) {
+                   const float* __restrict bhn, const float* __restrict h_prev, float* __restrict p_r,
+                   float* __restrict p_z, float* __restrict p_hn, float* __restrict out, int n) {
   for (int u = 0; u < n; ++u) {
-    Gates s = gru_gates(x_r[u] + g_r[u], x_z[u] + g_z[u], bhn[u] + g_n[u], x_n[u]);
+    p_r[u] = x_r[u] + g_r[u];
+    p_z[u] = x_z[u] + g_z[u];
+    p_hn[u] = bhn[u] + g_n[u];
+    Gates s = gru_gates(p_r[u], p_z[u], p_hn[u], x_n[u]);
     out[u] = s.n + s.z * (h_prev[u] - s.n);
   }
 }
 
 // x: (B, T, 3H) input projections [x_r, x_z, x_n] with their biases; bhn: (H); wh: (3H, H); h0: (B, H).
-// states: (B, T, H), h_t = (1 - z) n + z h_{t-1}.
-void gru_forward_loop(const float* x, const float* bhn, const float* wh, const float* h0, float* states, int B, int T,
-                      int H) {
+// states: (B, T, H), h_t = (1 - z) n + z h_{t-1}; pre: (B, T, 3H) the gates' pre-activations, as gru_gates takes them.
+void gru_forward_loop(const float* x, const float* bhn, const float* wh, const float* h0, float* states, float* pre,
+                      int B, int T, int H) {
   int nt = thread_count(H, NB);
   std::vector<float> hh((size_t)B * 3 * H), zeros(H, 0.0f), scratch((size_t)nt * 3 * H);
   std::vector<float> wt((size_t)H * 3 * H);  // Wh^T (H, 3H): output columns contiguous
@@ -159,8 +163,9 @@ void gru_forward_loop(const float* x, const float* bhn, const float* wh, const f
       for (int b = 0; b < B; ++b) {
         const float* xt = x + ((size_t)b * T + t) * 3 * H + u0;
         const float* g = hh.data() + (size_t)b * 3 * H + u0;
-        forward_frame(xt, xt + H, xt + 2 * H, g, g + H, g + 2 * H, bhn + u0, h_prev + b * lda + u0,
-                      states + b * row_stride + (size_t)t * H + u0, u1 - u0);
+        float* p = pre + ((size_t)b * T + t) * 3 * H + u0;
+        forward_frame(xt, xt + H, xt + 2 * H, g, g + H, g + 2 * H, bhn + u0, h_prev + b * lda + u0, p, p + H,
+                      p + 2 * H, states + b * row_stride + (size_t)t * H + u0, u1 - u0);
       }
       barrier.wait();  // h_t complete before any thread multiplies it
     }
@@ -218,13 +223,13 @@ void gru_backward_loop(const float* pre, const float* x, const float* previous, 
 
 }  // namespace
 
-mx::array gru_forward(const mx::array& x, const mx::array& bhn, const mx::array& wh, const mx::array& h0,
-                      mx::StreamOrDevice s) {
+std::vector<mx::array> gru_forward(const mx::array& x, const mx::array& bhn, const mx::array& wh, const mx::array& h0,
+                                   mx::StreamOrDevice s) {
   int B = x.shape(0), T = x.shape(1), H = h0.shape(1);
   auto fn = [=](const std::vector<const float*>& in, const std::vector<float*>& out) {
-    gru_forward_loop(in[0], in[1], in[2], in[3], out[0], B, T, H);
+    gru_forward_loop(in[0], in[1], in[2], in[3], out[0], out[1], B, T, H);
   };
-  return cpu_primitive("GruForwardLoop", fn, {{B, T, H}}, {x, bhn, wh, h0}, s)[0];
+  return cpu_primitive("GruForwardLoop", fn, {{B, T, H}, {B, T, 3 * H}}, {x, bhn, wh, h0}, s);
 }
 
 std::vector<mx::array> gru_backward(const mx::array& pre, const mx::array& x, const mx::array& previous,

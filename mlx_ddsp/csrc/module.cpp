@@ -12,7 +12,8 @@ NB_MODULE(_kernels, m) {
   m.doc() = "mlx_ddsp's CPU kernels as MLX operations (float32, row-major)";
   m.def("gru_forward", &gru_forward, nb::arg("x"), nb::arg("bhn"), nb::arg("wh"), nb::arg("h0"), nb::kw_only(),
         nb::arg("stream") = nb::none(),
-        "GRU states (B, T, H) from input projections x (B, T, 3H), bhn (H), Wh (3H, H), h0 (B, H).");
+        "[states (B, T, H), pre (B, T, 3H)]: GRU states and the gates' pre-activations [x_r + h Wr, x_z + h Wz, "
+        "bhn + h Wn] from input projections x (B, T, 3H), bhn (H), Wh (3H, H), h0 (B, H).");
   m.def("gru_backward", &gru_backward, nb::arg("pre"), nb::arg("x"), nb::arg("previous"), nb::arg("cotangent"),
         nb::arg("wh"), nb::kw_only(), nb::arg("stream") = nb::none(),
         "[d_pre (B, T, 3H), d_xn (B, T, H), d_h0 (B, H)]: gradients of gru_forward's states.");
