@@ -1,6 +1,9 @@
 """The compiled CPU kernels' loader: opting out, falling back when the build fails, and applying only where valid.
 (What the kernels compute is tested against MLX: the GRU in test_models.py, layer norm in test_fastmath.py.)"""
 
+import tempfile
+from pathlib import Path
+
 import mlx.core as mx
 import pytest
 
@@ -30,3 +33,12 @@ def test_built_library_is_reused(monkeypatch):
     stamp = library.stat().st_mtime_ns
     monkeypatch.setenv("CXX", "false")  # would fail if it compiled again
     assert kernels.build(kernels.cache_dir()) == library and library.stat().st_mtime_ns == stamp
+
+
+def test_cache_falls_back_to_a_temporary_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLX_DDSP_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
+    (tmp_path / "a-file").write_text("not a folder")
+    assert kernels.cache_dir().parent == Path(tempfile.gettempdir())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert kernels.cache_dir() == tmp_path / "mlx_ddsp"
