@@ -164,10 +164,13 @@ def _log_g(x: mx.array) -> mx.array:
 def linear_recurrence(keep: mx.array, inputs: mx.array, h0: mx.array) -> mx.array:
     """h_t = keep_t * h_{t-1} + inputs_t, frame by frame, with a hand-written backward pass.
 
-    keep, inputs: (B, T, H); h0: (B, H). Returns h_1..h_T, (B, T, H). Each frame is one fused multiply-add on
-    (B, H), forward and backward (the gradient runs the transposed recurrence lambda_t = G_t + keep_{t+1}
-    lambda_{t+1} from the last frame back).
+    keep, inputs: (B, T, H); h0: (B, H). Returns h_1..h_T, (B, T, H). The gradient runs the transposed recurrence
+    lambda_t = G_t + keep_{t+1} lambda_{t+1} from the last frame back. On the CPU both run in a compiled kernel
+    (`kernels.cpu_kernels`); otherwise each frame is one fused multiply-add on (B, H).
     """
+    native = kernels.cpu_kernels(keep, inputs, h0)
+    if native is not None:
+        return native.linear_recurrence(keep, inputs, h0)
     hidden, states = h0, []
     for keep_t, input_t in zip(_frames(keep), _frames(inputs)):
         hidden = keep_t * hidden + input_t
@@ -178,12 +181,16 @@ def linear_recurrence(keep: mx.array, inputs: mx.array, h0: mx.array) -> mx.arra
 @linear_recurrence.vjp
 def _linear_recurrence_vjp(primals, cotangent, states):
     keep, _, h0 = primals
-    keeps, cotangents = _frames(keep), _frames(cotangent)
-    carried, d_inputs = mx.zeros_like(h0), [None] * len(keeps)
-    for t in reversed(range(len(keeps))):
-        d_inputs[t] = carried = cotangents[t] + carried
-        carried = keeps[t] * carried
-    d_inputs = mx.stack(d_inputs, axis=1)
+    native = kernels.cpu_kernels(keep, cotangent)
+    if native is not None:
+        d_inputs, carried = native.linear_recurrence_backward(keep, cotangent)
+    else:
+        keeps, cotangents = _frames(keep), _frames(cotangent)
+        carried, d_inputs = mx.zeros_like(h0), [None] * len(keeps)
+        for t in reversed(range(len(keeps))):
+            d_inputs[t] = carried = cotangents[t] + carried
+            carried = keeps[t] * carried
+        d_inputs = mx.stack(d_inputs, axis=1)
     return d_inputs * _previous_states(h0, states), d_inputs, carried
 
 

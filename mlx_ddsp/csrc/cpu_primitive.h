@@ -107,7 +107,7 @@ inline std::pair<int, int> share(int i, int n, int size, int granule) {
   return {std::min(size, granules * i / n * granule), std::min(size, granules * (i + 1) / n * granule)};
 }
 
-// ---- the kernels (gru.cpp, layer_norm.cpp, harmonic_bank.cpp) ----
+// ---- the kernels (gru.cpp, layer_norm.cpp, harmonic_bank.cpp, linear_recurrence.cpp) ----
 
 std::vector<mx::array> gru_forward(const mx::array& x, const mx::array& bhn, const mx::array& wh, const mx::array& h0,
                                    mx::StreamOrDevice s);
@@ -125,5 +125,8 @@ std::vector<mx::array> harmonic_bank_amplitude_grads(const mx::array& cotangent,
                                                      const mx::array& cos_theta, int K, mx::StreamOrDevice s);
 mx::array harmonic_bank_phase_grad(const mx::array& cotangent, const mx::array& cos_theta, const mx::array& start,
                                    const mx::array& end, mx::StreamOrDevice s);
+mx::array linear_recurrence(const mx::array& keep, const mx::array& input, const mx::array& h0, mx::StreamOrDevice s);
+std::vector<mx::array> linear_recurrence_backward(const mx::array& keep, const mx::array& cotangent,
+                                                  mx::StreamOrDevice s);
 
 }  // namespace mlx_ddsp

@@ -34,4 +34,9 @@ NB_MODULE(_kernels, m) {
   m.def("harmonic_bank_phase_grad", &harmonic_bank_phase_grad, nb::arg("cotangent"), nb::arg("cos_theta"),
         nb::arg("start"), nb::arg("end"), nb::kw_only(), nb::arg("stream") = nb::none(),
         "(B, S, hop): gradient of harmonic_bank with respect to the phase in cycles (theta = 2 pi phase).");
+  m.def("linear_recurrence", &linear_recurrence, nb::arg("keep"), nb::arg("input"), nb::arg("h0"), nb::kw_only(),
+        nb::arg("stream") = nb::none(), "(B, T, H) states h_t = keep_t * h_{t-1} + input_t from h0 (B, H).");
+  m.def("linear_recurrence_backward", &linear_recurrence_backward, nb::arg("keep"), nb::arg("cotangent"),
+        nb::kw_only(), nb::arg("stream") = nb::none(),
+        "[d_input (B, T, H), d_h0 (B, H)] of linear_recurrence's states; d_keep = d_input * h_{t-1}.");
 }
