@@ -2,7 +2,8 @@
 
 `csrc/` holds MLX primitives for the CPU: the GRU's frame-by-frame loop, forward and backward (`gru.cpp`: MLX
 would run one BLAS call and several op dispatches per frame, ~0.4 ms per frame at Magenta's shape, where the
-kernel takes ~0.06 ms), and layer norm + leaky ReLU (`layer_norm.cpp`). The first process that needs them compiles
+kernel takes ~0.06 ms), the minGRU's linear recurrence (`linear_recurrence.cpp`), layer norm + leaky ReLU
+(`layer_norm.cpp`) and the oscillator bank (`harmonic_bank.cpp`). The first process that needs them compiles
 them with the system C++ compiler (`c++`, or $CXX), MLX's headers and nanobind's sources (~20 s, once) into a
 cache folder ($MLX_DDSP_CACHE, default ~/.cache/mlx_ddsp); later processes load the cached library. Without a
 compiler, or if the build fails, one line says why and the same computations run with MLX ops. GPUs always use
