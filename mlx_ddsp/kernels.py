@@ -53,7 +53,8 @@ def _compile_command(compiler: str, output: Path, native_arch: bool) -> list[str
     command = [compiler, "-O3", "-std=c++20", "-shared", "-fPIC", "-fvisibility=hidden", "-fno-math-errno",
                "-DNB_DOMAIN=mlx", "-DNDEBUG", "-pthread",  # NB_DOMAIN: share MLX's nanobind types (mx.array)
                f"-I{mlx_dir / 'include'}", f"-I{sysconfig.get_paths()['include']}", f"-I{nb_dir / 'include'}",
-               f"-I{nb_dir / 'ext' / 'robin_map' / 'include'}", *map(str, SOURCES), str(nb_dir / "src" / "nb_combined.cpp"),
+               f"-I{nb_dir / 'ext' / 'robin_map' / 'include'}", *map(str, SOURCES),
+               str(nb_dir / "src" / "nb_combined.cpp"),
                f"-L{mlx_dir / 'lib'}", "-lmlx", f"-Wl,-rpath,{mlx_dir / 'lib'}", "-o", str(output)]
     if native_arch:
         command.insert(1, "-march=native")
@@ -93,8 +94,9 @@ def build(folder: Path) -> Path:
     library = folder / f"_kernels-{_build_key()}{sysconfig.get_config_var('EXT_SUFFIX')}"
     if library.exists():
         return library
-    if missing_build_tools():
-        raise RuntimeError(missing_build_tools())
+    reason = missing_build_tools()
+    if reason:
+        raise RuntimeError(reason)
     compiler = _compiler()
     folder.mkdir(parents=True, exist_ok=True)
     print(f"mlx_ddsp: compiling the CPU kernels into {folder} (once, ~20 s)", file=sys.stderr, flush=True)

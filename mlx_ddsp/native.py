@@ -5,7 +5,8 @@ MLX calls `cblas_sgemm`, so preloading OpenBLAS (Debian/Ubuntu: `apt install lib
 calls about 30x faster with the same results. MLX's CPU backend also allocates every array with `malloc` and frees
 it when done, and glibc hands large blocks back to the kernel, so each training step page-faults its working set in
 again; tcmalloc (`apt install libtcmalloc-minimal4`) keeps freed memory for reuse (training step at Magenta's shape
-2.90 s -> 2.22 s, measured back to back; see the README). Without tcmalloc, glibc is told to keep up to 32 MiB blocks on its heap instead.
+2.90 s -> 2.22 s, measured back to back; see the README). Without tcmalloc, glibc is told to keep up to 32 MiB
+blocks on its heap instead.
 
 `python -m mlx_ddsp.<command>` and the benchmark scripts call `use_native_libraries()` first: on Linux it
 re-executes the command once with LD_PRELOAD (and the glibc settings) in place. macOS (Accelerate, Metal's own

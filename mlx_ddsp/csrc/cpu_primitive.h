@@ -93,18 +93,17 @@ inline int thread_count(long work, long min_work) {
   return static_cast<int>(std::max(1L, std::min({cores, 4L, work / std::max(1L, min_work)})));
 }
 
-// fn(i) for i in [0, n) on n threads (the calling one included).
-inline void run_threads(int n, const std::function<void(int)>& fn) {
-  std::vector<std::thread> workers;
-  for (int i = 1; i < n; ++i) workers.emplace_back(fn, i);
-  fn(0);
-  for (auto& w : workers) w.join();
-}
-
-// The i-th of n nearly equal parts of [0, size), in whole multiples of `granule` (the last may be shorter).
-inline std::pair<int, int> share(int i, int n, int size, int granule) {
+// fn(i, begin, end) on n threads (the calling one included), thread i taking the i-th of n nearly equal parts of
+// [0, size) in whole multiples of `granule` (the last part may be shorter).
+inline void run_shares(int n, int size, int granule, const std::function<void(int, int, int)>& fn) {
   int granules = (size + granule - 1) / granule;
-  return {std::min(size, granules * i / n * granule), std::min(size, granules * (i + 1) / n * granule)};
+  auto run = [&](int i) {
+    fn(i, std::min(size, granules * i / n * granule), std::min(size, granules * (i + 1) / n * granule));
+  };
+  std::vector<std::thread> workers;
+  for (int i = 1; i < n; ++i) workers.emplace_back(run, i);
+  run(0);
+  for (auto& w : workers) w.join();
 }
 
 // ---- the kernels (gru.cpp, layer_norm.cpp, harmonic_bank.cpp, linear_recurrence.cpp) ----

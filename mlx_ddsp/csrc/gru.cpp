@@ -114,14 +114,6 @@ struct Barrier {  // spins briefly, then yields
   int n;
 };
 
-// fn(i, u0, u1) on the threads, thread i owning the hidden units [u0, u1) (whole panels)
-void parallel_units(int n, int H, const std::function<void(int, int, int)>& fn) {
-  run_threads(n, [&](int i) {
-    auto [u0, u1] = share(i, n, H, NB);
-    fn(i, u0, u1);
-  });
-}
-
 // ---- the two loops ----
 
 // One frame of one sequence, units [0, n) of a thread's share: the gates' pre-activations p_* from the input
@@ -150,7 +142,7 @@ void gru_forward_loop(const float* x, const float* bhn, const float* wh, const f
     for (int i = 0; i < H; ++i) wt[(size_t)i * 3 * H + j] = wh[(size_t)j * H + i];
   size_t row_stride = (size_t)T * H;  // between sequences in `states`
   Barrier barrier(nt);
-  parallel_units(nt, H, [&](int i, int u0, int u1) {
+  run_shares(nt, H, NB, [&](int i, int u0, int u1) {  // thread i owns units [u0, u1)
     std::vector<float> packed[3];
     for (int g = 0; g < 3; ++g) packed[g] = pack_columns(wt.data(), 3 * H, H, g * H + u0, g * H + u1);
     float* scr = scratch.data() + (size_t)i * 3 * H;
@@ -198,7 +190,7 @@ void gru_backward_loop(const float* pre, const float* x, const float* previous, 
   std::vector<float> d_h((size_t)B * H), carried((size_t)B * H, 0.0f), product((size_t)B * H, 0.0f),
       zeros(3 * H, 0.0f), scratch((size_t)nt * H);
   Barrier barrier(nt);
-  parallel_units(nt, H, [&](int i, int u0, int u1) {
+  run_shares(nt, H, NB, [&](int i, int u0, int u1) {  // thread i owns units [u0, u1)
     std::vector<float> packed = pack_columns(wh, H, 3 * H, u0, u1);
     float* scr = scratch.data() + (size_t)i * H;
     for (int t = T - 1; t >= 0; --t) {

@@ -50,9 +50,7 @@ void clenshaw(Segment& seg, const float* start, const float* end, int K, bool sc
 
 template <class Fn>
 void for_segments(int n_segments, int hop, const Fn& fn) {
-  int nt = thread_count(n_segments, 16);
-  run_threads(nt, [&](int i) {
-    auto [s0, s1] = share(i, nt, n_segments, 1);
+  run_shares(thread_count(n_segments, 16), n_segments, 1, [&](int, int s0, int s1) {
     Segment seg(hop);
     for (int s = s0; s < s1; ++s) fn(seg, s);
   });

@@ -48,8 +48,7 @@ float forward_row(const float* __restrict x, const float* __restrict weight, con
 void forward_rows(const float* x, const float* weight, const float* bias, float eps, float slope, float* out,
                   float* normed, float* inv_std, int N, int D) {
   int nt = thread_count(N, 64);
-  run_threads(nt, [=](int i) {
-    auto [r0, r1] = share(i, nt, N, 1);
+  run_shares(nt, N, 1, [=](int, int r0, int r1) {
     for (int r = r0; r < r1; ++r)
       inv_std[r] = forward_row(x + (size_t)r * D, weight, bias, eps, slope, out + (size_t)r * D, normed + (size_t)r * D, D);
   });
@@ -74,8 +73,7 @@ void backward_rows(const float* cotangent, const float* out, const float* normed
                    const float* weight, float slope, float* d_x, float* d_weight, float* d_bias, int N, int D) {
   int nt = thread_count(N, 64);
   std::vector<float> partial(3 * (size_t)nt * D, 0.0f);  // per thread: d_weight, d_bias, scratch
-  run_threads(nt, [=, &partial](int i) {
-    auto [r0, r1] = share(i, nt, N, 1);
+  run_shares(nt, N, 1, [=, &partial](int i, int r0, int r1) {
     float* sums = partial.data() + 3 * (size_t)i * D;
     for (int r = r0; r < r1; ++r) {
       size_t at = (size_t)r * D;

@@ -43,9 +43,8 @@ void backward_block(const float* __restrict keep, const float* __restrict cotang
 // fn(b, u0, n) for every block of units of every sequence, blocks split across threads
 template <class Fn>
 void for_blocks(int B, int H, const Fn& fn) {
-  int per_row = (H + BLOCK - 1) / BLOCK, items = B * per_row, nt = thread_count(items, 1);
-  run_threads(nt, [&](int i) {
-    auto [i0, i1] = share(i, nt, items, 1);
+  int per_row = (H + BLOCK - 1) / BLOCK, items = B * per_row;
+  run_shares(thread_count(items, 1), items, 1, [&](int, int i0, int i1) {
     for (int item = i0; item < i1; ++item) {
       int b = item / per_row, u0 = item % per_row * BLOCK;
       fn(b, u0, std::min(BLOCK, H - u0));
