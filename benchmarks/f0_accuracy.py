@@ -1,75 +1,130 @@
-"""f0 tracker accuracy and speed on recordings with a known f0 (default: the bundled flute corpus).
+"""f0 tracker accuracy and speed on recordings with a known f0, per instrument and overall, beside pYIN if asked.
 
-    python benchmarks/f0_accuracy.py [--audio data/flute] [--truth data/flute_truth] [--out f0.json]
+    python benchmarks/f0_accuracy.py [--audio DIR [DIR ...]] [--truth DIR] [--reference pyin] [--out f0.json]
+    python benchmarks/f0_accuracy.py --audio corpus/dev/clean corpus/dev/reverb --truth corpus/dev/truth --reference pyin
 
-Per file and overall: raw pitch accuracy (share of truly voiced frames within 50 cents of the truth), voicing
-accuracy (share of frames whose voiced decision, confidence >= 0.5, matches the truth), gross octave errors, and
-speed in multiples of real time on one core. Frames the truth marks `ambiguous` (note attacks) are left out; the
-numbers with them are printed too.
+Each --audio folder is one condition (e.g. the clean development corpus and a degraded copy, see
+scripts/render_dev_corpus.py); every file in it is scored against the truth file of the same name (f0_hz,
+voiced, ambiguous at the truth's frame rate; `instrument` names the group, else the file name does). Defaults: the
+bundled flute. Scores, over frames the truth does not mark `ambiguous` (note attacks; scores with them are in
+the JSON too):
+  RPA         raw pitch accuracy: share of truly voiced frames whose f0 is within 50 cents of the truth
+  RCA         raw chroma accuracy: the same with octave errors forgiven
+  octave      share of truly voiced frames that are octave errors (within 50 cents of a whole number of octaves
+              off, but not of the truth): RCA - RPA
+  recall      share of truly voiced frames the tracker calls voiced (confidence >= --threshold, the pipeline's 0.5)
+  false_alarm share of truly unvoiced frames it calls voiced
+Speed is in multiples of real time with the process pinned to one core (audio resampled beforehand, not timed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from mlx_ddsp.audio import load_audio
-from mlx_ddsp.features import estimate_f0
+from mlx_ddsp.audio import AUDIO_EXTENSIONS, load_audio
+from mlx_ddsp.features import VOICED_THRESHOLD, estimate_f0
+
+METRICS = ("RPA", "RCA", "octave", "recall", "false_alarm")
 
 
-def scores(f0_hz, confidence, true_f0_hz, true_voiced, keep):
+def scores(f0_hz, confidence, true_f0_hz, true_voiced, keep, threshold) -> dict:
+    """Frame counts behind each metric, so groups can be pooled: {metric: (hits, frames)}."""
     voiced = true_voiced & keep
-    cents = 1200.0 * np.abs(np.log2(f0_hz[voiced] / true_f0_hz[voiced]))
-    return {
-        "raw_pitch_accuracy": float(np.mean(cents < 50.0)),
-        "octave_error_rate": float(np.mean(np.abs(cents - 1200.0) < 100.0)),
-        "median_abs_cents": float(np.median(cents)),
-        "voicing_accuracy": float(np.mean((confidence[keep] >= 0.5) == true_voiced[keep])),
-    }
+    cents = 1200.0 * np.log2(np.maximum(f0_hz[voiced], 1e-3) / true_f0_hz[voiced])
+    chroma = np.abs(cents - 1200.0 * np.round(cents / 1200.0))
+    said_voiced = confidence >= threshold
+    unvoiced = ~true_voiced & keep
+    right, right_chroma = np.abs(cents) < 50.0, chroma < 50.0
+    return {"RPA": (right.sum(), voiced.sum()), "RCA": (right_chroma.sum(), voiced.sum()),
+            "octave": ((right_chroma & ~right).sum(), voiced.sum()),
+            "recall": (said_voiced[voiced].sum(), voiced.sum()),
+            "false_alarm": (said_voiced[unvoiced].sum(), unvoiced.sum())}
+
+
+def pooled(counts: list[dict]) -> dict:
+    return {m: float(sum(c[m][0] for c in counts) / max(sum(c[m][1] for c in counts), 1)) for m in METRICS}
+
+
+def pyin(audio: np.ndarray, sample_rate: int, frame_rate: int, f0_min_hz: float, f0_max_hz: float):
+    import librosa
+
+    hop = sample_rate // frame_rate
+    frame_length = 1 << int(np.ceil(np.log2(2.2 * sample_rate / f0_min_hz)))  # two periods of the lowest note
+    f0, _, probability = librosa.pyin(audio, fmin=f0_min_hz, fmax=f0_max_hz, sr=sample_rate, frame_length=frame_length,
+                                      hop_length=hop, fill_na=None, center=True)
+    return f0.astype(np.float32), probability.astype(np.float32)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--audio", type=Path, default=Path("data/flute"))
+    parser.add_argument("--audio", type=Path, nargs="+", default=[Path("data/flute")])
     parser.add_argument("--truth", type=Path, default=Path("data/flute_truth"))
     parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--threshold", type=float, default=VOICED_THRESHOLD)
+    parser.add_argument("--reference", choices=["pyin"], help="also score librosa's pYIN (needs librosa)")
+    parser.add_argument("--f0-min-hz", type=float, help="range given to the trackers (default: estimate_f0's)")
+    parser.add_argument("--f0-max-hz", type=float)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    defaults = estimate_f0.__kwdefaults__ or {}
+    f0_range = {k: v for k, v in (("f0_min_hz", args.f0_min_hz), ("f0_max_hz", args.f0_max_hz)) if v is not None}
+    trackers = {"ours": lambda audio, sr, rate: estimate_f0(audio, sr, rate, **f0_range)}
+    if args.reference == "pyin":
+        lo = f0_range.get("f0_min_hz", defaults.get("f0_min_hz", 40.0))
+        hi = f0_range.get("f0_max_hz", defaults.get("f0_max_hz", 2100.0))
+        trackers["pyin"] = lambda audio, sr, rate: pyin(audio, sr, rate, lo, hi)
 
-    records, totals, seconds, compute = [], {"clean": [], "all": []}, 0.0, 0.0
-    for truth_path in sorted(args.truth.glob("*.npz")):
-        audio_path = next(args.audio.glob(truth_path.stem + ".*"))
-        audio = load_audio(audio_path, args.sample_rate)
-        truth = np.load(truth_path)
-        start = time.perf_counter()
-        f0_hz, confidence = estimate_f0(audio, args.sample_rate, int(truth["frame_rate"]))
-        compute += time.perf_counter() - start
-        seconds += len(audio) / args.sample_rate
-        n = min(len(f0_hz), len(truth["f0_hz"]))
-        arrays = (f0_hz[:n], confidence[:n], truth["f0_hz"][:n], truth["voiced"][:n])
-        clean = scores(*arrays, ~truth["ambiguous"][:n])
-        every = scores(*arrays, np.ones(n, bool))
-        totals["clean"].append((n, clean))
-        totals["all"].append((n, every))
-        records.append({"file": audio_path.name, **clean, "with_attacks": every})
-        print(f"{audio_path.name}: RPA {clean['raw_pitch_accuracy']:.4f}  voicing {clean['voicing_accuracy']:.4f}  "
-              f"octave errors {clean['octave_error_rate']:.4f}  (with attacks: RPA {every['raw_pitch_accuracy']:.4f}, "
-              f"voicing {every['voicing_accuracy']:.4f})")
-    summary = {}
-    for name, rows in totals.items():
-        weights = np.array([n for n, _ in rows], float)
-        summary[name] = {k: float(np.average([r[k] for _, r in rows], weights=weights)) for k in rows[0][1]}
-    summary["x_real_time"] = seconds / compute
-    print(f"overall (attacks excluded): RPA {summary['clean']['raw_pitch_accuracy']:.4f}, voicing "
-          f"{summary['clean']['voicing_accuracy']:.4f}; with attacks: RPA {summary['all']['raw_pitch_accuracy']:.4f}, "
-          f"voicing {summary['all']['voicing_accuracy']:.4f}; speed {summary['x_real_time']:.0f}x real time "
-          f"({seconds:.0f} s of audio)")
+    report = {"threshold": args.threshold, "sample_rate": args.sample_rate, "conditions": {}}
+    for folder in args.audio:
+        counts = defaultdict(lambda: defaultdict(list))  # tracker -> group -> [counts]
+        with_attacks = defaultdict(list)
+        compute, seconds = defaultdict(float), 0.0
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+        for path in files:
+            truth_path = args.truth / f"{path.stem}.npz"
+            if not truth_path.exists():
+                continue
+            truth = np.load(truth_path)
+            group = str(truth["instrument"]) if "instrument" in truth.files else path.stem
+            audio = load_audio(path, args.sample_rate)
+            seconds += len(audio) / args.sample_rate
+            for name, tracker in trackers.items():
+                start = time.perf_counter()
+                f0_hz, confidence = tracker(audio, args.sample_rate, int(truth["frame_rate"]))
+                compute[name] += time.perf_counter() - start
+                n = min(len(f0_hz), len(truth["f0_hz"]))
+                arrays = (f0_hz[:n], confidence[:n], truth["f0_hz"][:n], truth["voiced"][:n])
+                counts[name][group].append(scores(*arrays, ~truth["ambiguous"][:n], args.threshold))
+                with_attacks[name].append(scores(*arrays, np.ones(n, bool), args.threshold))
+        condition = {"seconds": seconds, "trackers": {}}
+        print(f"\n{folder} ({len(files)} files, {seconds:.0f} s of audio at {args.sample_rate} Hz)")
+        print(f"{'group':<14}" + "".join(f"{name + ' ' + m:>18}" for m in METRICS for name in trackers))
+        groups = sorted(counts["ours"])
+        for group in groups + ["overall"]:
+            row = {name: pooled(sum(counts[name].values(), []) if group == "overall" else counts[name][group])
+                   for name in trackers}
+            print(f"{group:<14}" + "".join(f"{row[name][m]:>18.4f}" for m in METRICS for name in trackers))
+            for name in trackers:
+                condition["trackers"].setdefault(name, {})[group] = row[name]
+        for name in trackers:
+            x_real_time = seconds / max(compute[name], 1e-9)
+            condition["trackers"][name]["x_real_time_one_core"] = x_real_time
+            condition["trackers"][name]["overall_with_attacks"] = pooled(with_attacks[name])
+            print(f"{name}: {x_real_time:.1f}x real time on one core; with attacks RPA "
+                  f"{condition['trackers'][name]['overall_with_attacks']['RPA']:.4f}")
+        report["conditions"][str(folder)] = condition
     if args.out:
-        args.out.write_text(json.dumps({"summary": summary, "files": records}, indent=2))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

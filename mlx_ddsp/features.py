@@ -13,6 +13,7 @@ import numpy as np
 
 LOUDNESS_FLOOR_DB = -80.0
 FEATURE_NAMES = ("f0_hz", "confidence", "loudness_db")  # the per-frame arrays the cache stores beside the audio
+VOICED_THRESHOLD = 0.5  # confidence at and above which a frame counts as voiced (resynth, eval, preprocess)
 
 
 def frame_hop(sample_rate: int, frame_rate: int) -> int:
@@ -76,7 +77,9 @@ def compute_loudness(audio: np.ndarray, sample_rate: int, frame_rate: int = 250,
 
 # --- f0 -------------------------------------------------------------------------------------------------------
 
-N_CANDIDATES = 8
+N_FIRST, N_DEEP = 4, 8  # candidate periods per frame: the first minima of d', then the first deep ones
+DEEP_MARGIN = 0.1  # a minimum of d' is deep when within this of the frame's deepest
+N_CANDIDATES = N_FIRST + N_DEEP
 _THRESHOLDS = np.linspace(0.01, 1.0, 100)
 # pYIN's prior over the YIN threshold: Beta(2, 18), mean 0.1.
 _THRESHOLD_PRIOR = _THRESHOLDS * (1.0 - _THRESHOLDS) ** 17
@@ -107,27 +110,39 @@ def _difference(frames: np.ndarray, max_lag: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _candidates(difference: np.ndarray, cmndf: np.ndarray, min_lag: int):
-    """First N_CANDIDATES local minima of d' (in lag order), their lags refined by a parabola through d.
+    """Candidate periods: the first N_FIRST local minima of d', then the first N_DEEP of those within DEEP_MARGIN of
+    the deepest (in lag order), their lags refined by a parabola through d.
 
-    The raw difference d is locally quadratic around a period; d' is not (its normalisation tilts it, which biases
-    short lags, i.e. high notes, sharp). Returns lags (n, M) (np.inf where missing) and values of d' (n, M).
+    The first minima hold a high note's period; the deep ones a bright low note's (a trombone's 90 Hz has many
+    shallow dips at short lags before its period; its multiples are as deep as it, so take the first deep ones). The raw difference d is locally
+    quadratic around a period; d' is not (its normalisation tilts it, which biases short lags, i.e. high notes,
+    sharp). Returns lags (n, M) (np.inf where missing) and values of d' (n, M), M = N_CANDIDATES.
     """
     d = cmndf
     interior = d[:, 1:-1]
     is_min = (interior < d[:, :-2]) & (interior <= d[:, 2:])
     is_min[:, : max(min_lag - 1, 0)] = False
     n = d.shape[0]
+    first = is_min & (np.cumsum(is_min, axis=1) <= N_FIRST)
+    deepest = np.where(is_min, interior, np.inf).min(axis=1, keepdims=True)
+    deep = is_min & ~first & (interior <= deepest + DEEP_MARGIN)
+    chosen = first | (deep & (np.cumsum(deep, axis=1) <= N_DEEP))
     lags = np.full((n, N_CANDIDATES), np.inf)
     values = np.full((n, N_CANDIDATES), np.inf)
-    rows, cols = np.nonzero(is_min)
-    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # position of each minimum within its row
-    keep = rank < N_CANDIDATES
-    rows, cols, rank = rows[keep], cols[keep] + 1, rank[keep]
+    rows, cols = np.nonzero(chosen)
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # position of each candidate within its row
+    cols = cols + 1
     left, mid, right = difference[rows, cols - 1], difference[rows, cols], difference[rows, cols + 1]
     curvature = left - 2.0 * mid + right
     offset = np.where(curvature > 0, 0.5 * (left - right) / np.where(curvature > 0, curvature, 1.0), 0.0)
     lags[rows, rank] = cols + np.clip(offset, -1.0, 1.0)
-    values[rows, rank] = d[rows, cols]
+    # The dip's depth at its refined lag (vertex of a parabola through d'): a high note's period falls between
+    # samples, and d' at the nearest whole lag overstates it (by 0.1 for a bright 1.4 kHz note at 16 kHz), which
+    # hands the period to its double.
+    left, mid, right = d[rows, cols - 1], d[rows, cols], d[rows, cols + 1]
+    curvature = left - 2.0 * mid + right
+    vertex = mid - np.where(curvature > 0, (left - right) ** 2 / (8.0 * np.where(curvature > 0, curvature, 1.0)), 0.0)
+    values[rows, rank] = np.clip(vertex, 0.0, mid)
     return lags, values
 
 
@@ -185,7 +200,7 @@ def estimate_f0(
     f0_min_hz: float = 50.0,
     f0_max_hz: float = 2000.0,
     octave_cost: float = 2.0,
-    voicing_threshold: float = 0.5,
+    voicing_threshold: float = VOICED_THRESHOLD,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fundamental frequency and voicing confidence, pYIN-style with Viterbi smoothing over candidates.
 
