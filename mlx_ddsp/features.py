@@ -14,6 +14,7 @@ import numpy as np
 LOUDNESS_FLOOR_DB = -80.0
 FEATURE_NAMES = ("f0_hz", "confidence", "loudness_db")  # the per-frame arrays the cache stores beside the audio
 VOICED_THRESHOLD = 0.5  # confidence at and above which a frame counts as voiced (resynth, eval, preprocess)
+PITCHED = 0.05  # below this confidence a frame has no pitch of its own: its f0 is interpolated from its neighbours
 
 
 def frame_hop(sample_rate: int, frame_rate: int) -> int:
@@ -27,16 +28,21 @@ def n_frames_for(n_samples: int, hop: int) -> int:
     return n_samples // hop + 1
 
 
-def centred_frames(audio: np.ndarray, frame_length: int, hop: int, start: int = 0, count: int | None = None):
-    """(count, frame_length) frames with frame t centred on sample (start + t) * hop; zeros outside the signal."""
-    n_total = n_frames_for(len(audio), hop)
-    count = n_total - start if count is None else count
+def _padded(audio: np.ndarray, frame_length: int, hop: int, start: int, count: int) -> np.ndarray:
+    """The stretch of `audio` that frames start..start+count-1 cover (see centred_frames), zeros outside it."""
     half = frame_length // 2
     first = (start * hop) - half
     last = ((start + count - 1) * hop) - half + frame_length
     lo, hi = max(first, 0), min(last, len(audio))
     padded = np.zeros(last - first, dtype=np.float32)
     padded[lo - first : hi - first] = audio[lo:hi]
+    return padded
+
+
+def centred_frames(audio: np.ndarray, frame_length: int, hop: int, start: int = 0, count: int | None = None):
+    """(count, frame_length) frames with frame t centred on sample (start + t) * hop; zeros outside the signal."""
+    count = n_frames_for(len(audio), hop) - start if count is None else count
+    padded = _padded(audio, frame_length, hop, start, count)
     return np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop][:count]
 
 
@@ -85,22 +91,41 @@ _THRESHOLDS = np.linspace(0.01, 1.0, 100)
 _THRESHOLD_PRIOR = _THRESHOLDS * (1.0 - _THRESHOLDS) ** 17
 _THRESHOLD_PRIOR /= _THRESHOLD_PRIOR.sum()
 _ABSOLUTE_MIN_WEIGHT = 0.01  # pYIN: a threshold no dip passes gives this share to the deepest dip
+TAKEOVER_MARGIN, TAKEOVER_RATIO = 0.02, 0.5  # when a dip at twice the lag takes over (see _octave_takeover)
 
 
-def _difference(frames: np.ndarray, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
+def fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (sizes pocketfft transforms fastest)."""
+    best = 1 << (n - 1).bit_length()
+    power3 = 1
+    while power3 < best:
+        odd = power3
+        while odd < best:
+            best = min(best, odd << (-(-n // odd) - 1).bit_length())  # odd times the power of two that reaches n
+            odd *= 5
+        power3 *= 3
+    return best
+
+
+def _difference(padded: np.ndarray, hop: int, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
     """YIN's difference function d(tau) and its cumulative mean normalised form d'(tau), tau = 0..max_lag.
 
-    frames: (n, W + max_lag). Returns two (n, max_lag + 1) arrays.
+    padded: the signal under frames of length W + max_lag, W = max_lag + 2, one every `hop` samples (_padded).
+    d(tau) = sum over the frame's first W samples of (x[j] - x[j + tau])^2. Returns two (n, max_lag + 1) arrays.
     """
-    n, length = frames.shape
-    window = length - max_lag
-    n_fft = 1 << (length + window - 1).bit_length()
+    window = max_lag + 2
+    length = window + max_lag
+    frames = np.lib.stride_tricks.sliding_window_view(padded, length)[::hop]
+    n = len(frames)
+    n_fft = fft_size(length)  # the window is zero beyond `window`, so lags <= max_lag never wrap around
     spectrum = np.fft.rfft(frames, n_fft, axis=-1)
     head = np.fft.rfft(frames[:, :window], n_fft, axis=-1)
     correlation = np.fft.irfft(np.conj(head) * spectrum, n_fft, axis=-1)[:, : max_lag + 1]
-    energy = np.concatenate([np.zeros((n, 1)), np.cumsum(frames.astype(np.float64) ** 2, axis=-1)], axis=-1)
-    shifted_energy = energy[:, window : window + max_lag + 1] - energy[:, : max_lag + 1]
-    difference = np.maximum(energy[:, window : window + 1] + shifted_energy - 2.0 * correlation, 0.0)
+    # Energy of every window of W samples, from one running sum over the signal.
+    power = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
+    window_energy = (power[window:] - power[:-window])[: (n - 1) * hop + max_lag + 1]
+    shifted_energy = np.lib.stride_tricks.sliding_window_view(window_energy, max_lag + 1)[::hop]
+    difference = np.maximum(shifted_energy[:, :1] + shifted_energy - 2.0 * correlation, 0.0)
     difference[:, 0] = 0.0
     running = np.cumsum(difference[:, 1:], axis=-1)
     tau = np.arange(1, max_lag + 1)
@@ -160,6 +185,31 @@ def _candidate_probabilities(values: np.ndarray) -> np.ndarray:
     return probs
 
 
+def _octave_takeover(lags: np.ndarray, values: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Hand a candidate's probability to the candidate at twice its period when that one is clearly more periodic.
+
+    pYIN's first-dip rule takes the half period of a tone whose odd partials are weak (a bassoon's or a double
+    bass's low notes, whose fundamental is quiet): d' dips at T/2 only as deep as the odd partials' share of the
+    energy. When the dip at ~2x the lag is deeper by TAKEOVER_MARGIN and at most TAKEOVER_RATIO of it, the odd
+    partials are real (about -20 dB and up) and the period is the longer one. Noise and slow drift deepen both dips
+    alike, so a steady tone keeps its period. Candidates in lag order; chains (T/4 -> T/2 -> T) pass along.
+    lags, values, probs: (n, M). Returns the new probs (n, M).
+    """
+    probs = probs.copy()
+    ratio = lags[:, None, :] / lags[:, :, None]  # (n, from, to)
+    double = (np.abs(ratio - 2.0) < 0.06) & np.isfinite(ratio)
+    deeper = (values[:, :, None] - values[:, None, :] > TAKEOVER_MARGIN) & (values[:, None, :] < TAKEOVER_RATIO * values[:, :, None])
+    target_values = np.where(double, values[:, None, :], np.inf)
+    target = np.argmin(target_values, axis=2)  # (n, from): the deepest candidate near twice each lag
+    takes = np.take_along_axis(double & deeper, target[:, :, None], axis=2)[:, :, 0]
+    rows = np.arange(len(probs))
+    for i in range(probs.shape[1]):
+        moving = takes[:, i]
+        probs[rows[moving], target[moving, i]] += probs[moving, i]
+        probs[moving, i] = 0.0
+    return probs
+
+
 def _viterbi(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) -> np.ndarray:
     """Cheapest path through per-frame candidates; a jump of c cents into frame t costs jump_cost[t] * |c| / 1200.
 
@@ -185,12 +235,12 @@ def _viterbi(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) ->
     return path
 
 
-def _fill_unvoiced(f0_hz: np.ndarray, voiced: np.ndarray, fallback_hz: float) -> np.ndarray:
-    """Interpolate f0 across unvoiced frames in log frequency, holding the nearest value at the ends."""
-    if not voiced.any():
+def _fill_unpitched(f0_hz: np.ndarray, pitched: np.ndarray, fallback_hz: float) -> np.ndarray:
+    """Interpolate f0 across unpitched frames in log frequency, holding the nearest value at the ends."""
+    if not pitched.any():
         return np.full_like(f0_hz, fallback_hz)
     index = np.arange(len(f0_hz))
-    return np.exp2(np.interp(index, index[voiced], np.log2(f0_hz[voiced]))).astype(np.float32)
+    return np.exp2(np.interp(index, index[pitched], np.log2(f0_hz[pitched]))).astype(np.float32)
 
 
 def estimate_f0(
@@ -200,7 +250,6 @@ def estimate_f0(
     f0_min_hz: float = 50.0,
     f0_max_hz: float = 2000.0,
     octave_cost: float = 2.0,
-    voicing_threshold: float = VOICED_THRESHOLD,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fundamental frequency and voicing confidence, pYIN-style with Viterbi smoothing over candidates.
 
@@ -223,10 +272,11 @@ def estimate_f0(
     probs = np.empty((n_total, N_CANDIDATES))
     block = 2048
     for start in range(0, n_total, block):
-        frames = centred_frames(audio, frame_length, hop, start, min(block, n_total - start))
-        block_lags, values = _candidates(*_difference(frames, max_lag), min_lag)
-        lags[start : start + len(frames)] = block_lags
-        probs[start : start + len(frames)] = _candidate_probabilities(values)
+        count = min(block, n_total - start)
+        block_lags, values = _candidates(*_difference(_padded(audio, frame_length, hop, start, count), hop, max_lag),
+                                         min_lag)
+        lags[start : start + count] = block_lags
+        probs[start : start + count] = _octave_takeover(block_lags, values, _candidate_probabilities(values))
     confidence = probs.sum(axis=1)
     valid = np.isfinite(lags)
     cents = np.where(valid, 1200.0 * np.log2(np.where(valid, sample_rate / lags, 1.0) / 440.0), np.nan)
@@ -240,6 +290,6 @@ def estimate_f0(
     path = _viterbi(cost, cents, jump_cost)
     chosen = lags[np.arange(n_total), path]
     f0_hz = np.where(np.isfinite(chosen), sample_rate / np.where(np.isfinite(chosen), chosen, 1.0), 0.0)
-    voiced = (confidence >= voicing_threshold) & (f0_hz >= f0_min_hz) & (f0_hz <= f0_max_hz)
-    f0_hz = _fill_unvoiced(f0_hz.astype(np.float32), voiced, np.sqrt(f0_min_hz * f0_max_hz))
+    pitched = (confidence >= PITCHED) & (f0_hz >= f0_min_hz) & (f0_hz <= f0_max_hz)
+    f0_hz = _fill_unpitched(f0_hz.astype(np.float32), pitched, np.sqrt(f0_min_hz * f0_max_hz))
     return f0_hz, np.clip(confidence, 0.0, 1.0).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Render the f0 development corpus: 13 GM instruments from two or three SoundFonts, with true f0, plus degraded copies.
+"""Render the f0 development corpus: 13 GM instruments from three SoundFonts, with true f0, plus degraded copies.
 
 Not shipped (about 300 MB at 48 kHz): CI and the tests do not need it. Needs Debian's `fluidsynth` and SoundFonts:
 
@@ -44,6 +44,9 @@ INSTRUMENTS = (  # zero-based GM programs; note ranges in MIDI numbers
     Instrument("choir_aahs", 52, 48, 79, 55, 70),
     Instrument("voice_oohs", 53, 48, 79, 55, 70),
 )
+# FluidR3's Choir Aahs is tuned 20-40 cents flat of the MIDI note (measured: the median f0 of its confident
+# frames, per note, in two files), so MIDI is no truth for it; its sung vowels come from Voice Oohs there.
+SKIP = {("fluidr3", "choir_aahs")}
 FONTS = {
     "fluidr3": FLUIDR3,
     "timgm6mb": "/usr/share/sounds/sf2/TimGM6mb.sf2",
@@ -125,6 +128,8 @@ def main() -> None:
                 print(f"skipping {font}: {soundfont} not installed")
                 continue
             for instrument in INSTRUMENTS:
+                if (font, instrument.name) in SKIP:
+                    continue
                 for i in range(args.files if font == "fluidr3" else args.other_files):
                     name = f"{font}_{instrument.name}_{i:02d}"
                     events, midi_pitch, held, onsets = compose(rng, args.seconds, instrument)
