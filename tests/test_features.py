@@ -43,9 +43,6 @@ def test_f0_of_harmonic_tones_with_vibrato(f0_hz, vibrato_cents):
     assert np.mean(confidence[frames] >= 0.5) >= 0.99
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation: with odd partials 15 dB down the tracker reports the octave "
-                   "above (pYIN's first-dip rule); a sub-harmonic takeover rule fixed this but cost 3 % raw pitch "
-                   "accuracy on the flute corpus")
 def test_weak_fundamental_is_not_an_octave_error():
     """A missing-ish fundamental with strong even partials: YIN's classic octave trap."""
     audio, _ = harmonic_tone(220.0, amplitudes=(0.15, 1.0, 0.2, 0.8, 0.1, 0.4))
