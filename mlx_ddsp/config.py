@@ -46,8 +46,8 @@ class DataConfig:
 @dataclass
 class FeaturesConfig:
     frame_rate: int = 250  # frames per second of f0 / loudness
-    f0_min_hz: float = 50.0
-    f0_max_hz: float = 2000.0
+    f0_min_hz: float = 38.0  # just below E1 (41 Hz), a double bass's lowest string
+    f0_max_hz: float = 2100.0  # just above C7 (2093 Hz), a violin's and a flute's top
 
 
 @dataclass

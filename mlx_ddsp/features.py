@@ -14,6 +14,7 @@ import numpy as np
 LOUDNESS_FLOOR_DB = -80.0
 FEATURE_NAMES = ("f0_hz", "confidence", "loudness_db")  # the per-frame arrays the cache stores beside the audio
 VOICED_THRESHOLD = 0.5  # confidence at and above which a frame counts as voiced (resynth, eval, preprocess)
+SILENCE_DB = -70.0  # frames quieter than this (RMS, dB re full scale) get no voicing confidence
 PITCHED = 0.05  # below this confidence a frame has no pitch of its own: its f0 is interpolated from its neighbours
 
 
@@ -28,9 +29,10 @@ def n_frames_for(n_samples: int, hop: int) -> int:
     return n_samples // hop + 1
 
 
-def _padded(audio: np.ndarray, frame_length: int, hop: int, start: int, count: int) -> np.ndarray:
-    """The stretch of `audio` that frames start..start+count-1 cover (see centred_frames), zeros outside it."""
-    half = frame_length // 2
+def _padded(audio: np.ndarray, frame_length: int, hop: int, start: int, count: int, before: int | None = None):
+    """The stretch of `audio` that frames start..start+count-1 cover, zeros outside it: frame t starts `before`
+    samples (default: half a frame, see centred_frames) ahead of sample t * hop."""
+    half = frame_length // 2 if before is None else before
     first = (start * hop) - half
     last = ((start + count - 1) * hop) - half + frame_length
     lo, hi = max(first, 0), min(last, len(audio))
@@ -85,13 +87,17 @@ def compute_loudness(audio: np.ndarray, sample_rate: int, frame_rate: int = 250,
 
 N_FIRST, N_DEEP = 4, 8  # candidate periods per frame: the first minima of d', then the first deep ones
 DEEP_MARGIN = 0.1  # a minimum of d' is deep when within this of the frame's deepest
+DIP_MAX = 0.5  # shallower minima are no candidates (pYIN's threshold prior gives them ~1e-5)
 N_CANDIDATES = N_FIRST + N_DEEP
 _THRESHOLDS = np.linspace(0.01, 1.0, 100)
 # pYIN's prior over the YIN threshold: Beta(2, 18), mean 0.1.
 _THRESHOLD_PRIOR = _THRESHOLDS * (1.0 - _THRESHOLDS) ** 17
 _THRESHOLD_PRIOR /= _THRESHOLD_PRIOR.sum()
 _ABSOLUTE_MIN_WEIGHT = 0.01  # pYIN: a threshold no dip passes gives this share to the deepest dip
-TAKEOVER_MARGIN, TAKEOVER_RATIO = 0.02, 0.5  # when a dip at twice the lag takes over (see _octave_takeover)
+TAKEOVER_MARGIN, TAKEOVER_RATIO = 0.02, 0.5  # when a dip at twice the lag takes over (see _octave_arbitration)
+OFF_MULTIPLE_MIN = 0.01  # a period's own partials (off its half's or third's) are real above -20 dB
+N_HARMONICS = 12  # harmonics the spectral octave check looks at
+SUBHARMONICS = (2, 3, 4, 5, 6)  # period multiples the spectral check tells apart (an octave, a twelfth, ...)
 
 
 def fft_size(n: int) -> int:
@@ -107,11 +113,13 @@ def fft_size(n: int) -> int:
     return best
 
 
-def _difference(padded: np.ndarray, hop: int, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """YIN's difference function d(tau) and its cumulative mean normalised form d'(tau), tau = 0..max_lag.
+def _difference(padded: np.ndarray, hop: int, max_lag: int):
+    """YIN's difference function d(tau), its cumulative mean normalised form d'(tau), tau = 0..max_lag, and the
+    frames' power spectra.
 
     padded: the signal under frames of length W + max_lag, W = max_lag + 2, one every `hop` samples (_padded).
-    d(tau) = sum over the frame's first W samples of (x[j] - x[j + tau])^2. Returns two (n, max_lag + 1) arrays.
+    d(tau) = sum over the frame's first W samples of (x[j] - x[j + tau])^2. Returns d and d' (n, max_lag + 1), the
+    Hann-windowed power spectrum (n, fft_size(W + max_lag) // 2 + 1) and the windows' level in dBFS (n,), mean removed.
     """
     window = max_lag + 2
     length = window + max_lag
@@ -131,14 +139,23 @@ def _difference(padded: np.ndarray, hop: int, max_lag: int) -> tuple[np.ndarray,
     tau = np.arange(1, max_lag + 1)
     normalised = np.ones_like(difference)
     np.divide(difference[:, 1:] * tau, running, out=normalised[:, 1:], where=running > 1e-12 * window)
-    return difference, normalised
+    # The frame's Hann-windowed power spectrum, from its spectrum (a periodic Hann is [-1/4, 1/2, -1/4] across bins).
+    hann = 0.5 * spectrum
+    hann[:, 1:-1] -= 0.25 * (spectrum[:, :-2] + spectrum[:, 2:])
+    # Level of each window with its mean removed (a DC offset is no sound), dB re full scale.
+    total = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
+    window_sum = (total[window:] - total[:-window])[: (n - 1) * hop + 1 : hop]
+    variance = np.maximum(shifted_energy[:, 0] - window_sum**2 / window, 0.0) / window
+    level_db = 10.0 * np.log10(np.maximum(variance, 1e-20))
+    return difference, normalised, hann.real**2 + hann.imag**2, level_db
 
 
 def _candidates(difference: np.ndarray, cmndf: np.ndarray, min_lag: int):
-    """Candidate periods: the first N_FIRST local minima of d', then the first N_DEEP of those within DEEP_MARGIN of
-    the deepest (in lag order), their lags refined by a parabola through d.
+    """Candidate periods: the first N_FIRST local minima of d' below DIP_MAX, then the first N_DEEP of those within
+    DEEP_MARGIN of the deepest (in lag order), their lags refined by a parabola through d.
 
-    The first minima hold a high note's period; the deep ones a bright low note's (a trombone's 90 Hz has many
+    The first dips hold a high note's period (shallow when two detuned layers beat, as in a sampled violin's); the
+    deep ones a bright low note's (a trombone's 90 Hz has many
     shallow dips at short lags before its period; its multiples are as deep as it, so take the first deep ones). The raw difference d is locally
     quadratic around a period; d' is not (its normalisation tilts it, which biases short lags, i.e. high notes,
     sharp). Returns lags (n, M) (np.inf where missing) and values of d' (n, M), M = N_CANDIDATES.
@@ -148,7 +165,8 @@ def _candidates(difference: np.ndarray, cmndf: np.ndarray, min_lag: int):
     is_min = (interior < d[:, :-2]) & (interior <= d[:, 2:])
     is_min[:, : max(min_lag - 1, 0)] = False
     n = d.shape[0]
-    first = is_min & (np.cumsum(is_min, axis=1) <= N_FIRST)
+    dip = is_min & (interior < DIP_MAX)
+    first = dip & (np.cumsum(dip, axis=1) <= N_FIRST)
     deepest = np.where(is_min, interior, np.inf).min(axis=1, keepdims=True)
     deep = is_min & ~first & (interior <= deepest + DEEP_MARGIN)
     chosen = first | (deep & (np.cumsum(deep, axis=1) <= N_DEEP))
@@ -185,25 +203,65 @@ def _candidate_probabilities(values: np.ndarray) -> np.ndarray:
     return probs
 
 
-def _octave_takeover(lags: np.ndarray, values: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Hand a candidate's probability to the candidate at twice its period when that one is clearly more periodic.
+def _off_multiple_energy(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How much of each candidate's harmonic energy lies off the multiples of m of its harmonic number, m in SUBHARMONICS.
 
-    pYIN's first-dip rule takes the half period of a tone whose odd partials are weak (a bassoon's or a double
-    bass's low notes, whose fundamental is quiet): d' dips at T/2 only as deep as the odd partials' share of the
-    energy. When the dip at ~2x the lag is deeper by TAKEOVER_MARGIN and at most TAKEOVER_RATIO of it, the odd
-    partials are real (about -20 dB and up) and the period is the longer one. Noise and slow drift deepen both dips
-    alike, so a steady tone keeps its period. Candidates in lag order; chains (T/4 -> T/2 -> T) pass along.
-    lags, values, probs: (n, M). Returns the new probs (n, M).
+    power: (n, n_fft // 2 + 1) power spectra; lags: (n, M) candidate periods in samples (so harmonic k sits at bin
+    k * n_fft / lag). The energy of harmonic k is the spectrum's largest bin within one bin of it (vibrato, the
+    window's main lobe), over the first N_HARMONICS below Nyquist. Returns ratios (n, M, len(SUBHARMONICS)): energy at
+    harmonics k not divisible by m over the energy at those that are; and `resolved` (n, M): harmonics at least 3
+    bins apart (the ratios mean nothing below that: at 16 kHz, notes under ~55 Hz).
+    """
+    n_bins = power.shape[1]
+    n_fft = 2 * (n_bins - 1)
+    k = np.arange(1, N_HARMONICS + 1)
+    spacing = np.where(np.isfinite(lags), n_fft / np.where(np.isfinite(lags), lags, 1.0), 0.0)  # bins per harmonic
+    centre = np.rint(spacing[:, :, None] * k).astype(np.intp)  # (n, M, K)
+    inside = (centre >= 1) & (centre < n_bins - 1)
+    centre = np.clip(centre, 1, n_bins - 2)
+    rows = np.arange(len(power))[:, None, None]
+    energy = np.maximum(np.maximum(power[rows, centre - 1], power[rows, centre]), power[rows, centre + 1])
+    energy = np.where(inside, energy, 0.0)
+    ratios = np.empty(lags.shape + (len(SUBHARMONICS),))
+    for index, m in enumerate(SUBHARMONICS):
+        multiple = energy[:, :, m - 1 :: m].sum(axis=2)
+        ratios[:, :, index] = (energy.sum(axis=2) - multiple) / np.maximum(multiple, 1e-30)
+    return ratios, spacing >= 3.0
+
+
+def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """Move probability between candidates whose periods are 2 or 3 times one another, on spectral evidence.
+
+    Sub-harmonics: a candidate at m times a shorter one's period (m in SUBHARMONICS) whose spectrum holds no energy off the
+    m-th harmonics (under OFF_MULTIPLE_MIN of theirs, -20 dB) is the shorter one's multiple: it hands its
+    probability down. pYIN's first-dip rule falls for these when two slightly detuned layers beat (sampled
+    strings and reeds) and the true period's dip is shallow.
+    Takeover: pYIN's first-dip rule takes the half period of a tone whose odd partials are weak (a bassoon's or a
+    double bass's low notes): d' dips at T/2 only as deep as the odd partials' share of the energy. When the dip
+    at ~2x the lag is deeper by TAKEOVER_MARGIN and at most TAKEOVER_RATIO of it, and the spectrum (where it
+    resolves the harmonics) shows the odd partials, the period is the longer one. Chains pass along.
+    lags, values, probs: (n, M); power: (n, n_fft // 2 + 1). Returns the new probs (n, M).
     """
     probs = probs.copy()
-    ratio = lags[:, None, :] / lags[:, :, None]  # (n, from, to)
-    double = (np.abs(ratio - 2.0) < 0.06) & np.isfinite(ratio)
-    deeper = (values[:, :, None] - values[:, None, :] > TAKEOVER_MARGIN) & (values[:, None, :] < TAKEOVER_RATIO * values[:, :, None])
-    target_values = np.where(double, values[:, None, :], np.inf)
-    target = np.argmin(target_values, axis=2)  # (n, from): the deepest candidate near twice each lag
-    takes = np.take_along_axis(double & deeper, target[:, :, None], axis=2)[:, :, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = lags[:, None, :] / lags[:, :, None]  # (n, short, long)
+        deeper = ((values[:, :, None] - values[:, None, :] > TAKEOVER_MARGIN)
+                  & (values[:, None, :] < TAKEOVER_RATIO * values[:, :, None]))
+    off, resolved = _off_multiple_energy(power, lags)
     rows = np.arange(len(probs))
-    for i in range(probs.shape[1]):
+    m_count = probs.shape[1]
+    for j in range(m_count - 1, -1, -1):  # sub-harmonics, longest first
+        for index, m in enumerate(SUBHARMONICS):
+            near = np.abs(ratio[:, :, j] - m) < 0.03 * m
+            short = np.argmin(np.where(near, np.abs(ratio[:, :, j] - m), np.inf), axis=1)
+            moving = near.any(axis=1) & resolved[:, j] & (off[:, j, index] < OFF_MULTIPLE_MIN)
+            probs[rows[moving], short[moving]] += probs[moving, j]
+            probs[moving, j] = 0.0
+    double = np.abs(ratio - 2.0) < 0.06
+    target = np.argmin(np.where(double, values[:, None, :], np.inf), axis=2)  # (n, short): deepest dip near 2x
+    takes = np.take_along_axis(double & deeper, target[:, :, None], axis=2)[:, :, 0]
+    takes &= ~np.take_along_axis(resolved & (off[:, :, 0] < OFF_MULTIPLE_MIN), target, axis=1)
+    for i in range(m_count):  # takeovers, shortest first
         moving = takes[:, i]
         probs[rows[moving], target[moving, i]] += probs[moving, i]
         probs[moving, i] = 0.0
@@ -247,20 +305,26 @@ def estimate_f0(
     audio: np.ndarray,
     sample_rate: int,
     frame_rate: int = 250,
-    f0_min_hz: float = 50.0,
-    f0_max_hz: float = 2000.0,
+    f0_min_hz: float = 38.0,
+    f0_max_hz: float = 2100.0,
     octave_cost: float = 2.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fundamental frequency and voicing confidence, pYIN-style with Viterbi smoothing over candidates.
+    """Fundamental frequency and voicing confidence: YIN candidates, pYIN's probabilities, a spectral octave check,
+    Viterbi smoothing.
 
     audio: (n_samples,) float. Returns `(f0_hz, confidence)`, each (T,) float32 (see the module's frame convention).
-    Per frame, YIN's cumulative mean normalised difference is computed (FFT, vectorised over frames); its first
-    local minima are candidate periods (parabolic sub-sample refinement), each weighted by pYIN's threshold-prior
-    probability (prefers the first dip that is deep enough, which suppresses sub-octave errors). A Viterbi pass
-    picks one candidate per frame, trading the candidates' probabilities against pitch jumps (`octave_cost` per
-    octave) to suppress octave errors. `confidence` in [0, 1] is the frame's total voiced probability; frames below
-    `voicing_threshold` are unvoiced, and there f0 is interpolated (in log frequency) between the neighbouring
-    voiced frames, so f0 never jumps to 0.
+    The defaults span E1 (41 Hz) to C7 (2093 Hz), every instrument of the development corpus; a narrower range
+    costs less time (the window is two periods of f0_min_hz) and rules out octave errors beyond it.
+    Per frame (a window of two periods of f0_min_hz), YIN's cumulative mean normalised difference d' is computed
+    (FFT, vectorised over frames). Its first dips and its deepest dips are candidate periods (parabolic sub-sample
+    refinement), each weighted by pYIN's threshold-prior probability (the first dip that is deep enough). The
+    frame's spectrum then moves probability between candidates an octave (or 3-6 times) apart: to the shorter period
+    when the longer one has no partials of its own, to the longer one when its odd partials are there but weak
+    (see _octave_arbitration). Frames under SILENCE_DB RMS lose their confidence. A Viterbi pass picks one candidate
+    per frame, trading the candidates' probabilities against pitch jumps (`octave_cost` per octave).
+    `confidence` in [0, 1] is the frame's total voiced probability (the pipeline calls a frame voiced at
+    VOICED_THRESHOLD). Frames with no pitch of their own (confidence < PITCHED: silence, noise) get f0 interpolated
+    in log frequency between their neighbours, so f0 never jumps to 0.
     """
     audio = np.asarray(audio, dtype=np.float32)
     hop = frame_hop(sample_rate, frame_rate)
@@ -270,13 +334,19 @@ def estimate_f0(
     n_total = n_frames_for(len(audio), hop)
     lags = np.empty((n_total, N_CANDIDATES))
     probs = np.empty((n_total, N_CANDIDATES))
+    level_db = np.empty(n_total)
     block = 2048
     for start in range(0, n_total, block):
         count = min(block, n_total - start)
-        block_lags, values = _candidates(*_difference(_padded(audio, frame_length, hop, start, count), hop, max_lag),
-                                         min_lag)
+        # d(tau) compares the W samples from the frame's start with those tau later: centre the W on the frame's
+        # time, so the estimate is late by half a period at most (a window-long offset smears vibrato).
+        padded = _padded(audio, frame_length, hop, start, count, before=(max_lag + 2) // 2)
+        difference, cmndf, power, level_db[start : start + count] = _difference(padded, hop, max_lag)
+        block_lags, values = _candidates(difference, cmndf, min_lag)
         lags[start : start + count] = block_lags
-        probs[start : start + count] = _octave_takeover(block_lags, values, _candidate_probabilities(values))
+        probs[start : start + count] = _octave_arbitration(block_lags, values, _candidate_probabilities(values), power)
+    # A periodic whisper under SILENCE_DB (a release tail, dither) is not a note: full confidence from 10 dB above it.
+    probs *= np.clip((level_db - SILENCE_DB) / 10.0, 0.0, 1.0)[:, None]
     confidence = probs.sum(axis=1)
     valid = np.isfinite(lags)
     cents = np.where(valid, 1200.0 * np.log2(np.where(valid, sample_rate / lags, 1.0) / 440.0), np.nan)
