@@ -1,9 +1,10 @@
 """Evaluate a trained run on held-out recordings: A/B renders, metrics against a no-learning baseline, a report.
 
-usage: python -m mlx_ddsp.eval RUN_DIR [--data DIR] [--checkpoint best|last|PATH] [--out DIR]
+usage: python -m mlx_ddsp.eval RUN_DIR [--data DIR] [--truth DIR] [--checkpoint best|last|PATH] [--out DIR]
 
   python -m mlx_ddsp.eval runs/flute_cpu
   python -m mlx_ddsp.eval runs/flute_cpu --data my_recordings/ --checkpoint last --out /tmp/eval
+  python -m mlx_ddsp.eval runs/flute_cpu --truth data/flute_truth
 
 Clips are the run's validation files (from its cache), or every recording in --data (any length, any format the
 preprocessing reads), rendered whole. For each clip, OUT/<clip>/ gets target.wav, recon.wav, harmonic.wav,
@@ -16,6 +17,13 @@ Metrics (model and baseline, per clip and mean):
   f0_l1_cents       mean |f0(recon) - f0(target)| in cents over frames that both trackers call voiced with
                     confidence >= 0.85 (f0 re-extracted from both signals)
   f0_outlier_ratio  share of the target's confident frames where the recon is > 100 cents off or unvoiced (< 0.5)
+With --truth DIR (CLIP.npz per clip: `f0_hz`, `voiced` at `frame_rate` frames/s, as data/flute_truth holds), the
+f0 is also scored against the true pitch, over the truly voiced frames, so a tracker error that the output
+copies (a wrong-note dive) shows up:
+  f0_truth_rpa      share of truly voiced frames where the output's f0 is within 50 cents of the truth
+  f0_truth_l1_cents mean |f0(output) - truth| in cents over the truly voiced frames
+  (for the target itself too: how well the tracker that fed the model did)
+OUT/<clip>/tracks.npz keeps the f0 / confidence / loudness tracks; the report draws them under the spectrograms.
 The baseline resynthesises the clip's own features with no learning: its f0, harmonics rolling off as 1/k, the
 amplitude of a 1 kHz sine of the clip's loudness, no noise.
 """
@@ -48,35 +56,80 @@ CONFIDENT = 0.85  # f0 metrics use frames the tracker is at least this sure of
 VOICED = 0.5  # below this confidence the reconstruction counts as unvoiced
 OUTLIER_CENTS = 100.0
 METRICS = ("spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio")
+TRUTH_METRICS = ("f0_truth_rpa", "f0_truth_l1_cents")
 
 
 class EvalError(UserError):
     """Evaluation cannot run; the message says why and what to do."""
 
 
-def clip_metrics(target: np.ndarray, recon: np.ndarray, target_features: dict, cfg: Config) -> dict:
-    """The four metrics of `recon` against `target` (both (N,) at data.sample_rate).
+def clip_metrics(target: np.ndarray, recon: np.ndarray, target_features: dict, cfg: Config,
+                 recon_features: dict | None = None, truth: dict | None = None) -> dict:
+    """The metrics of `recon` against `target` (both (N,) at data.sample_rate).
 
-    target_features: the target's {"f0_hz", "confidence", "loudness_db"} (T,) at features.frame_rate.
+    target_features / recon_features: {"f0_hz", "confidence", "loudness_db"} (T,) at features.frame_rate (the
+    recon's are computed when not given). truth: {"f0_hz", "voiced"} (T,) at the same rate, or None.
     """
-    sr, rate = cfg.data.sample_rate, cfg.features.frame_rate
+    recon_features = recon_features or track(recon, cfg)
     loss = multiscale_spectral_loss(mx.array(target[None]), mx.array(recon[None]), cfg.loss.fft_sizes,
                                     cfg.loss.mag_weight, cfg.loss.logmag_weight, cfg.loss.waveform_weight).item()
-    loud_t, loud_r = target_features["loudness_db"], compute_loudness(recon, sr, rate)
+    loud_t, loud_r = target_features["loudness_db"], recon_features["loudness_db"]
     audible = loud_t > AUDIBLE_DB
-    f0_r, conf_r = estimate_f0(recon, sr, rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz)
+    f0_r, conf_r = recon_features["f0_hz"], recon_features["confidence"]
     f0_t, conf_t = target_features["f0_hz"], target_features["confidence"]
     n = min(len(f0_t), len(f0_r))
-    cents = np.abs(1200.0 * np.log2(np.maximum(f0_r[:n], 1e-3) / np.maximum(f0_t[:n], 1e-3)))
+    cents = _cents(f0_r[:n], f0_t[:n])
     confident = conf_t[:n] >= CONFIDENT
     both = confident & (conf_r[:n] >= CONFIDENT)
     outliers = confident & ((cents > OUTLIER_CENTS) | (conf_r[:n] < VOICED))
-    return {
+    metrics = {
         "spectral_loss": loss,
         "loudness_l1_db": float(np.mean(np.abs(loud_r[: len(loud_t)] - loud_t)[audible])) if audible.any() else None,
         "f0_l1_cents": float(np.mean(cents[both])) if both.any() else None,
         "f0_outlier_ratio": float(np.mean(outliers[confident])) if confident.any() else None,
     }
+    if truth is not None:
+        metrics.update(truth_metrics(f0_r, truth))
+    return metrics
+
+
+def truth_metrics(f0_hz: np.ndarray, truth: dict) -> dict:
+    """f0_truth_rpa and f0_truth_l1_cents of an f0 track (T,) against the truth's voiced frames (None if none)."""
+    n = min(len(f0_hz), len(truth["f0_hz"]))
+    voiced = truth["voiced"][:n]
+    if not voiced.any():
+        return {k: None for k in TRUTH_METRICS}
+    cents = _cents(f0_hz[:n][voiced], truth["f0_hz"][:n][voiced])
+    return {"f0_truth_rpa": float(np.mean(cents < 50.0)), "f0_truth_l1_cents": float(np.mean(cents))}
+
+
+def _cents(f0_hz: np.ndarray, reference_hz: np.ndarray) -> np.ndarray:
+    return np.abs(1200.0 * np.log2(np.maximum(f0_hz, 1e-3) / np.maximum(reference_hz, 1e-3)))
+
+
+def track(audio: np.ndarray, cfg: Config) -> dict:
+    """{"f0_hz", "confidence", "loudness_db"} (T,) of `audio` (N,) at features.frame_rate."""
+    sr, rate = cfg.data.sample_rate, cfg.features.frame_rate
+    f0_hz, confidence = estimate_f0(audio, sr, rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz)
+    return {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": compute_loudness(audio, sr, rate)}
+
+
+def load_truth(truth_dir: Path, name: str, n_frames: int, frame_rate: int) -> dict | None:
+    """DIR/NAME.npz resampled (nearest frame in time) to n_frames at frame_rate, or None if there is no such file.
+
+    Raises EvalError for a truth file without `f0_hz` / `voiced` / `frame_rate`."""
+    path = Path(truth_dir) / f"{name}.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as arrays:
+        missing = [k for k in ("f0_hz", "voiced", "frame_rate") if k not in arrays.files]
+        if missing:
+            raise EvalError(f"truth file {path} lacks {', '.join(missing)}")
+        f0_hz, voiced, truth_rate = arrays["f0_hz"], arrays["voiced"].astype(bool), float(arrays["frame_rate"])
+    index = np.rint(np.arange(n_frames) * truth_rate / frame_rate).astype(int)
+    inside = index < len(f0_hz)
+    index = np.minimum(index, len(f0_hz) - 1)
+    return {"f0_hz": f0_hz[index].astype(np.float32), "voiced": voiced[index] & inside}
 
 
 def baseline(features: dict, n_samples: int, cfg: Config) -> np.ndarray:
@@ -127,12 +180,14 @@ def collect_clips(cfg: Config, data: str | None, console: Console) -> list[tuple
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", out: str | Path | None = None,
-             console: Console | None = None) -> dict:
+             console: Console | None = None, truth_dir: str | Path | None = None) -> dict:
     """Render and score every clip; write the clip folders, metrics.json and report.html. Returns the metrics."""
     console = console or Console(stderr=True)
     model, cfg, state = checkpoint.load_trained(run_dir, which)
     out = Path(out) if out else Path(run_dir) / "eval"
     clips = collect_clips(cfg, data, console)
+    if truth_dir is not None and not Path(truth_dir).is_dir():
+        raise EvalError(f"--truth {truth_dir} is not a folder")
     records, used = [], set()
     for name, features in clips:
         name = _unique(name, used)
@@ -143,13 +198,29 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
         save_audio(folder / "target.wav", target, cfg.data.sample_rate)
         for part, audio in renders.items():
             save_audio(folder / f"{'recon' if part == 'audio' else part}.wav", audio, cfg.data.sample_rate)
-        records.append({"name": name, "n_samples": len(target), "seconds": round(len(target) / cfg.data.sample_rate, 3),
-                        "model": clip_metrics(target, renders["audio"], features, cfg),
-                        "baseline": clip_metrics(target, renders["baseline"], features, cfg)})
+        truth = None if truth_dir is None else load_truth(truth_dir, name, len(features["f0_hz"]), cfg.features.frame_rate)
+        if truth_dir is not None and truth is None:
+            console.print(f"  [yellow]no truth[/yellow] for {name} in {truth_dir}")
+        recon = track(renders["audio"], cfg)
+        record = {"name": name, "n_samples": len(target), "seconds": round(len(target) / cfg.data.sample_rate, 3),
+                  "model": clip_metrics(target, renders["audio"], features, cfg, recon, truth),
+                  "baseline": clip_metrics(target, renders["baseline"], features, cfg, None, truth)}
+        if truth is not None:
+            record["target"] = truth_metrics(features["f0_hz"], truth)
+        records.append(record)
+        tracks = {f"target_{k}": features[k] for k in ("f0_hz", "confidence", "loudness_db")}
+        tracks.update({f"recon_{k}": v for k, v in recon.items()})
+        if truth is not None:
+            tracks.update(truth_f0_hz=truth["f0_hz"], truth_voiced=truth["voiced"])
+        with atomic_path(folder / "tracks.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, frame_rate=cfg.features.frame_rate, **tracks)
         console.print(f"  {name}: spectral loss {records[-1]['model']['spectral_loss']:.3f} "
                       f"(baseline {records[-1]['baseline']['spectral_loss']:.3f})")
     result = {"run_dir": str(run_dir), "checkpoint": state["path"], "step": state["step"],
               "mean": {who: _mean([r[who] for r in records]) for who in ("model", "baseline")}, "clips": records}
+    if truth_dir is not None:
+        result["mean"]["target"] = _mean([r.get("target", dict.fromkeys(TRUTH_METRICS)) for r in records], TRUTH_METRICS)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1))
@@ -175,10 +246,10 @@ def _unique(name: str, used: set) -> str:
     return candidate
 
 
-def _mean(metrics: list[dict]) -> dict:
+def _mean(metrics: list[dict], names: tuple[str, ...] | None = None) -> dict:
     out = {}
-    for k in METRICS:
-        values = [m[k] for m in metrics if m[k] is not None]
+    for k in names or [k for k in METRICS + TRUTH_METRICS if any(k in m for m in metrics)]:
+        values = [m[k] for m in metrics if m.get(k) is not None]
         out[k] = float(np.mean(values)) if values else None
     return out
 
@@ -188,8 +259,12 @@ def print_table(result: dict, console: Console) -> None:
     table.add_column("metric")
     table.add_column("model", justify="right")
     table.add_column("baseline", justify="right")
-    for k in METRICS:
-        table.add_row(k, *(_fmt(result["mean"][who][k]) for who in ("model", "baseline")))
+    has_target = "target" in result["mean"]
+    if has_target:
+        table.add_column("target's own track", justify="right")
+    for k in result["mean"]["model"]:
+        row = [_fmt(result["mean"][who].get(k)) for who in ("model", "baseline")]
+        table.add_row(k, *row, *([_fmt(result["mean"]["target"].get(k))] if has_target else []))
     console.print(table)
 
 
@@ -203,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="a training run dir (holding checkpoints/)")
     parser.add_argument("--data", help="a folder (or file) of recordings to evaluate instead of the validation split")
+    parser.add_argument("--truth", help="a folder of true f0 tracks (CLIP.npz: f0_hz, voiced, frame_rate) to score against")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint folder")
     parser.add_argument("--out", help="output folder (default RUN_DIR/eval)")
     return parser
@@ -210,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run(lambda console: evaluate(args.run_dir, args.data, args.checkpoint, args.out, console))
+    return run(lambda console: evaluate(args.run_dir, args.data, args.checkpoint, args.out, console, args.truth))
 
 
 if __name__ == "__main__":

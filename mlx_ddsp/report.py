@@ -1,7 +1,8 @@
 """report.html: one self-contained page per evaluation, opened from disk with no server.
 
-Per clip: audio players (target, recon, harmonic, noise, baseline), log-spectrograms of target and recon side by
-side, and the clip's metrics; the mean metrics on top. Spectrograms are PNGs written with numpy and zlib (no
+Per clip: audio players (target, recon, harmonic, noise, baseline), log-spectrograms of target and recon with time
+and frequency axes, the f0 (target's, output's and, with --truth, the true one) and loudness over time, and the
+clip's metrics; the mean metrics on top. Spectrograms are PNGs written with numpy and zlib, figures inline SVG (no
 plotting library needed).
 """
 
@@ -52,6 +53,84 @@ def spectrogram_image(audio: np.ndarray, n_fft: int = 1024, hop: int = 256, max_
     return rgb.round().astype(np.uint8)
 
 
+FIGURE_WIDTH, FIGURE_HEIGHT, MARGIN_LEFT, MARGIN_BOTTOM = 1000, 220, 60, 34
+LINE_COLOURS = {"truth": "#888888", "target": "#1f77b4", "recon": "#ff7f0e"}
+
+
+def _ticks(lo: float, hi: float, count: int = 8) -> np.ndarray:
+    """Round tick values (1, 2 or 5 times a power of ten apart) within [lo, hi]."""
+    raw = (hi - lo) / max(count, 1)
+    step = min((m * 10.0 ** np.floor(np.log10(raw)) for m in (1, 2, 5, 10)), key=lambda x: abs(x - raw))
+    return np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)
+
+
+def _svg_axes(seconds: float, y_ticks: list[tuple[float, str]], y_label: str, body: str) -> str:
+    """An SVG figure: plot area FIGURE_WIDTH x FIGURE_HEIGHT right of / above the axes; `body` drawn inside it in
+    plot coordinates (x in pixels from the left of the plot area, y from its top). y_ticks: (pixel y, label)."""
+    w, h = FIGURE_WIDTH, FIGURE_HEIGHT
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w + MARGIN_LEFT + 10}" height="{h + MARGIN_BOTTOM + 8}" '
+             f'font-family="sans-serif" font-size="11"><g transform="translate({MARGIN_LEFT},4)">', body,
+             f'<rect width="{w}" height="{h}" fill="none" stroke="#444"/>']
+    for t in _ticks(0.0, seconds):
+        x = w * t / max(seconds, 1e-9)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{h}" y2="{h + 4}" stroke="#444"/>'
+                     f'<text x="{x:.1f}" y="{h + 15}" text-anchor="middle">{t:g}</text>')
+    for y, label in y_ticks:
+        parts.append(f'<line x1="-4" x2="0" y1="{y:.1f}" y2="{y:.1f}" stroke="#444"/>'
+                     f'<text x="-6" y="{y + 4:.1f}" text-anchor="end">{html.escape(label)}</text>')
+    parts.append(f'<text x="{w / 2}" y="{h + 30}" text-anchor="middle">time (s)</text>'
+                 f'<text transform="translate(-46,{h / 2}) rotate(-90)" text-anchor="middle">{html.escape(y_label)}</text>')
+    return "".join(parts) + "</g></svg>"
+
+
+def spectrogram_figure(src: str, seconds: float, sample_rate: int, title: str) -> str:
+    """SVG: the spectrogram PNG at `src` stretched over the plot area, with time and frequency (kHz) axes."""
+    nyquist_khz = sample_rate / 2000.0
+    ticks = [(FIGURE_HEIGHT * (1 - f / nyquist_khz), f"{f:g}") for f in _ticks(0.0, nyquist_khz, 4)]
+    body = (f'<image href="{html.escape(src)}" width="{FIGURE_WIDTH}" height="{FIGURE_HEIGHT}" '
+            f'preserveAspectRatio="none"/><text x="6" y="14" fill="white">{html.escape(title)}</text>')
+    return _svg_axes(seconds, ticks, "frequency (kHz)", body)
+
+
+def _polylines(values: np.ndarray, shown: np.ndarray, to_y, frame_rate: float, seconds: float, colour: str) -> str:
+    """SVG polylines of `values` (T,) over the frames where `shown`, broken at the gaps."""
+    x = np.arange(len(values)) / frame_rate * FIGURE_WIDTH / max(seconds, 1e-9)
+    y = to_y(values)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], shown.astype(np.int8), [0]])))
+    lines = []
+    for start, stop in zip(edges[::2], edges[1::2]):
+        step = max(1, (stop - start) // 2000)  # at most ~2000 points per run
+        points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(x[start:stop:step], y[start:stop:step]))
+        lines.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.3"/>')
+    return "".join(lines)
+
+
+def tracks_figures(tracks: dict, seconds: float) -> str:
+    """Two SVGs: f0 on a log axis (truth, target, output where voiced) and loudness (target, output) over time."""
+    rate = float(tracks["frame_rate"])
+    voiced = {who: tracks[f"{who}_confidence"] >= 0.5 for who in ("target", "recon")}
+    lines = {who: (tracks[f"{who}_f0_hz"], voiced[who]) for who in ("target", "recon")}
+    if "truth_f0_hz" in tracks:
+        lines = {"truth": (tracks["truth_f0_hz"], tracks["truth_voiced"]), **lines}
+    every = np.concatenate([f0[shown] for f0, shown in lines.values()] + [np.array([110.0, 880.0])])
+    lo, hi = np.log2(max(np.min(every), 20.0)) - 0.2, np.log2(np.max(every)) + 0.2
+    to_y = lambda f0: FIGURE_HEIGHT * (1 - (np.log2(np.maximum(f0, 1e-3)) - lo) / (hi - lo))
+    notes = [55.0 * 2.0**k for k in range(-1, 8)]
+    ticks = [(float(to_y(np.array(f))), f"{f:g}") for f in notes if lo <= np.log2(f) <= hi]
+    f0_body = "".join(_polylines(f0, shown, to_y, rate, seconds, LINE_COLOURS[who]) for who, (f0, shown) in lines.items())
+    legend = "".join(f'<text x="{8 + 90 * i}" y="14" fill="{LINE_COLOURS[who]}">{who} f0</text>' for i, who in enumerate(lines))
+    loud = {who: tracks[f"{who}_loudness_db"] for who in ("target", "recon")}
+    floor = min(float(np.min(v)) for v in loud.values())
+    top = max(float(np.max(v)) for v in loud.values()) + 3.0
+    to_db_y = lambda db: FIGURE_HEIGHT * (1 - (db - floor) / max(top - floor, 1e-9))
+    db_ticks = [(float(to_db_y(d)), f"{d:g}") for d in _ticks(floor, top, 5)]
+    loud_body = "".join(_polylines(v, np.ones(len(v), bool), to_db_y, rate, seconds, LINE_COLOURS[who])
+                        for who, v in loud.items())
+    loud_legend = "".join(f'<text x="{8 + 90 * i}" y="14" fill="{LINE_COLOURS[who]}">{who}</text>' for i, who in enumerate(loud))
+    return (_svg_axes(seconds, ticks, "f0 (Hz, log)", f0_body + legend)
+            + _svg_axes(seconds, db_ticks, "loudness (dB)", loud_body + loud_legend))
+
+
 def _metrics_table(rows: list[tuple[str, dict]], metric_names: list[str]) -> str:
     head = "".join(f"<th>{html.escape(m)}</th>" for m in metric_names)
     body = "".join(
@@ -70,8 +149,8 @@ def write_report(out_dir: Path, result: dict, sample_rate: int) -> Path:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>mlx_ddsp evaluation</title>',
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{width:49%;image-rendering:pixelated}"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1120px}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}svg{display:block;margin:4px 0}"
         "figure{display:inline-block;margin:0;width:16%}audio{width:100%}</style></head><body>",
         "<h1>mlx_ddsp evaluation</h1>",
         f"<p>run <code>{html.escape(result['run_dir'])}</code>, checkpoint <code>{html.escape(result['checkpoint'])}"
@@ -91,14 +170,19 @@ def write_report(out_dir: Path, result: dict, sample_rate: int) -> Path:
             f'<audio controls preload="none" src="{html.escape(name)}/{p}.wav"></audio></figure>'
             for p in PLAYERS if (folder / f"{p}.wav").exists()
         )
+        rows = [("model", clip["model"]), ("baseline", clip["baseline"])]
+        rows += [("target (tracker vs truth)", clip["target"])] if "target" in clip else []
         parts += [
             f"<h2>{html.escape(name)} ({clip['seconds']:.1f} s)</h2>",
             f"<div>{players}</div>",
-            f'<p><img alt="target spectrogram" src="{html.escape(name)}/target.png">'
-            f'<img alt="reconstruction spectrogram" src="{html.escape(name)}/recon.png"></p>',
-            f"<p>left: target, right: reconstruction (0 to {sample_rate / 2000:g} kHz, 80 dB range)</p>",
-            _metrics_table([("model", clip["model"]), ("baseline", clip["baseline"])], metric_names),
+            "<div>" + "".join(spectrogram_figure(f"{name}/{which}.png", clip["seconds"], sample_rate,
+                                                 f"{label} (80 dB range)")
+                              for which, label in (("target", "target"), ("recon", "reconstruction"))) + "</div>",
         ]
+        if (folder / "tracks.npz").exists():
+            with np.load(folder / "tracks.npz") as tracks:
+                parts.append("<div>" + tracks_figures(dict(tracks), clip["seconds"]) + "</div>")
+        parts.append(_metrics_table(rows, metric_names))
     parts.append("</body></html>")
     path = out_dir / "report.html"
     with atomic_path(path) as tmp:

@@ -111,6 +111,49 @@ def test_eval_on_a_folder_skips_bad_files_and_renders_any_length(run_dir, tmp_pa
     assert evaluation.main([str(tmp_path / "no_run")]) == 1
 
 
+def test_truth_metrics_against_hand_counted_frames():
+    truth = {"f0_hz": np.full(100, 220.0, np.float32), "voiced": np.arange(100) < 80}
+    assert evaluation.truth_metrics(np.full(100, 220.0), truth) == {"f0_truth_rpa": 1.0, "f0_truth_l1_cents": 0.0}
+    track = np.where(np.arange(100) < 20, 440.0, 220.0 * 2 ** (30 / 1200))  # 20 octave errors, 60 frames 30 c sharp
+    scored = evaluation.truth_metrics(track, truth)
+    assert scored["f0_truth_rpa"] == pytest.approx(60 / 80)
+    assert scored["f0_truth_l1_cents"] == pytest.approx((20 * 1200 + 60 * 30) / 80)
+
+
+def test_truth_files_are_read_at_the_features_rate(tmp_path):
+    f0 = 100.0 + np.arange(251, dtype=np.float32)  # 250 frames/s, one second
+    np.savez(tmp_path / "clip.npz", f0_hz=f0, voiced=np.arange(251) < 200, frame_rate=250)
+    truth = evaluation.load_truth(tmp_path, "clip", 60, 50)  # 50 frames/s, longer than the truth
+    np.testing.assert_array_equal(truth["f0_hz"][:51], f0[::5])
+    assert truth["voiced"][:40].all() and not truth["voiced"][40:].any()
+    assert evaluation.load_truth(tmp_path, "other", 60, 50) is None
+    np.savez(tmp_path / "bad.npz", f0_hz=f0)
+    with pytest.raises(evaluation.EvalError, match="voiced, frame_rate"):
+        evaluation.load_truth(tmp_path, "bad", 60, 50)
+
+
+def test_eval_with_truth_scores_pitch_and_draws_tracks(run_dir, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "flute_03.flac").write_bytes((ROOT / "data" / "flute" / "flute_03.flac").read_bytes())
+    result = evaluation.evaluate(run_dir, data=str(tmp_path / "data"), out=tmp_path / "out",
+                                 truth_dir=ROOT / "data" / "flute_truth")
+    clip = result["clips"][0]
+    assert clip["target"]["f0_truth_rpa"] > 0.9  # the tracker that fed the model, on its own
+    for who in ("model", "baseline"):
+        assert 0.0 <= clip[who]["f0_truth_rpa"] <= 1.0 and clip[who]["f0_truth_l1_cents"] >= 0.0
+    # The baseline plays the target's own f0: against the truth it scores about as the tracker does.
+    assert clip["baseline"]["f0_truth_rpa"] == pytest.approx(clip["target"]["f0_truth_rpa"], abs=0.1)
+    with np.load(tmp_path / "out" / "flute_03" / "tracks.npz") as tracks:
+        assert len(tracks["truth_f0_hz"]) == len(tracks["target_f0_hz"]) == len(tracks["recon_f0_hz"])
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert report.count("<svg") == 4 and "f0 (Hz, log)" in report and "frequency (kHz)" in report
+    checker = _Checker()
+    checker.feed(report)
+    assert not checker.errors and not checker.stack
+    with pytest.raises(evaluation.EvalError, match="not a folder"):
+        evaluation.evaluate(run_dir, data=str(tmp_path / "data"), truth_dir=tmp_path / "missing")
+
+
 def test_png_is_decodable():
     import zlib
 
