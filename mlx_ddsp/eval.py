@@ -44,7 +44,7 @@ from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.audio import AudioError, load_audio, save_audio
 from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import Config
-from mlx_ddsp.features import compute_loudness, estimate_f0
+from mlx_ddsp.features import VOICED_THRESHOLD, compute_loudness, estimate_f0
 from mlx_ddsp.losses import multiscale_spectral_loss
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, render_long
 from mlx_ddsp.preprocess import analyse, cache_dir_for, load_manifest, scan
@@ -53,7 +53,7 @@ from mlx_ddsp.synth import harmonic_synth
 
 AUDIBLE_DB = -60.0  # loudness_l1_db counts target frames above this
 CONFIDENT = 0.85  # f0 metrics use frames the tracker is at least this sure of
-VOICED = 0.5  # below this confidence the reconstruction counts as unvoiced
+VOICED = VOICED_THRESHOLD  # below this confidence the reconstruction counts as unvoiced
 OUTLIER_CENTS = 100.0
 METRICS = ("spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio")
 TRUTH_METRICS = ("f0_truth_rpa", "f0_truth_l1_cents")

@@ -35,7 +35,7 @@ from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.audio import AUDIO_EXTENSIONS, AudioError, load_audio
 from mlx_ddsp.cli import UserError, run
 from mlx_ddsp.config import Config, ConfigError, load_config
-from mlx_ddsp.features import FEATURE_NAMES, compute_loudness, estimate_f0, frame_hop
+from mlx_ddsp.features import FEATURE_NAMES, VOICED_THRESHOLD, compute_loudness, estimate_f0, frame_hop
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
@@ -156,7 +156,7 @@ def training_stats(arrays: list[dict], starts: list[list[int]], cfg: Config) -> 
     for a, file_starts in zip(arrays, starts):
         for s in file_starts:
             window = slice(s, s + example_frames + 1)
-            f0.append(a["f0_hz"][window][a["confidence"][window] >= 0.5])
+            f0.append(a["f0_hz"][window][a["confidence"][window] >= VOICED_THRESHOLD])
             loud.append(a["loudness_db"][window])
     quantile_levels = [round(q, 2) for q in np.linspace(0.0, 1.0, 101)]  # percentiles, for quantile mapping
 

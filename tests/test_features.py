@@ -30,7 +30,7 @@ def test_frame_convention():
     assert compute_loudness(np.zeros(1000, np.float32), SR, FRAME_RATE).shape == (1000 // HOP + 1,)
 
 
-@pytest.mark.parametrize("f0_hz", [82.4, 196.0, 440.0, 987.8, 1760.0])
+@pytest.mark.parametrize("f0_hz", [41.2, 82.4, 196.0, 440.0, 987.8, 1760.0, 1975.0])  # B6: its 4th partial stays below Nyquist
 @pytest.mark.parametrize("vibrato_cents", [0.0, 40.0])
 def test_f0_of_harmonic_tones_with_vibrato(f0_hz, vibrato_cents):
     audio, true_f0 = harmonic_tone(f0_hz, vibrato_cents=vibrato_cents)
@@ -49,6 +49,38 @@ def test_weak_fundamental_is_not_an_octave_error():
     f0, _ = estimate_f0(audio, SR, FRAME_RATE)
     cents = 1200 * np.abs(np.log2(f0[10:-10] / 220.0))
     assert np.mean(cents < 50) >= 0.98
+
+
+def test_two_detuned_layers_keep_their_octave():
+    """Two copies of a tone 22 cents apart (a sampled violin's layers) beat, and the true period's dip is shallow:
+    the tracker must not fall to the octave below, where the beating waveform repeats better."""
+    low, _ = harmonic_tone(617.0, amplitudes=(1.0, 0.6, 0.5, 0.3, 0.2, 0.1), seed=1)
+    high, _ = harmonic_tone(617.0 * 2 ** (22 / 1200), amplitudes=(1.0, 0.6, 0.5, 0.3, 0.2, 0.1), seed=2)
+    f0, confidence = estimate_f0(low + high, SR, FRAME_RATE)
+    cents = 1200 * np.log2(f0[10:-10] / (617.0 * 2 ** (11 / 1200)))
+    assert np.mean(np.abs(cents) < 50) >= 0.98
+
+
+def test_bright_low_note_is_found_past_its_short_lag_dips():
+    """A trombone-like 92 Hz tone with 40 partials under a 1 kHz formant: many shallow dips precede its period."""
+    k = np.arange(1, 41)
+    amplitudes = tuple(np.exp(-((k * 92.5 - 1000.0) / 600.0) ** 2) + 0.02)
+    audio, _ = harmonic_tone(92.5, amplitudes=amplitudes)
+    f0, _ = estimate_f0(audio, SR, FRAME_RATE)
+    assert np.mean(np.abs(1200 * np.log2(f0[10:-10] / 92.5)) < 50) >= 0.98
+
+
+def test_voicing_ignores_level_below_silence_and_dc_offsets():
+    tone, _ = harmonic_tone(330.0, seconds=1.0)
+    quiet = tone / np.max(np.abs(tone)) * 10 ** (-75 / 20)  # a periodic tail far below any note (peak -75 dBFS)
+    _, confidence = estimate_f0(quiet, SR, FRAME_RATE)
+    assert np.all(confidence[10:-10] < 0.5)
+    soft = tone / np.max(np.abs(tone)) * 10 ** (-40 / 20)  # a pianissimo note: still voiced
+    f0_soft, confidence_soft = estimate_f0(soft, SR, FRAME_RATE)
+    assert np.mean(confidence_soft[10:-10] >= 0.5) >= 0.99
+    f0_dc, confidence_dc = estimate_f0(soft + 0.3, SR, FRAME_RATE)  # a DC offset is no sound
+    np.testing.assert_allclose(f0_dc[10:-10], f0_soft[10:-10], rtol=1e-3)
+    np.testing.assert_allclose(confidence_dc[10:-10], confidence_soft[10:-10], atol=1e-3)
 
 
 def test_unvoiced_noise_and_silence_have_low_confidence_and_sensible_f0():
