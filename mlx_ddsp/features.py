@@ -130,13 +130,14 @@ def _difference(padded: np.ndarray, hop: int, max_lag: int):
     head = np.fft.rfft(frames[:, :window], n_fft, axis=-1)
     correlation = np.fft.irfft(np.conj(head) * spectrum, n_fft, axis=-1)[:, : max_lag + 1]
     # Energy of every window of W samples, from one running sum over the signal.
+    # Running sums in float64 (their differences are small), the per-lag arithmetic in float32.
     power = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
     window_energy = (power[window:] - power[:-window])[: (n - 1) * hop + max_lag + 1]
-    shifted_energy = np.lib.stride_tricks.sliding_window_view(window_energy, max_lag + 1)[::hop]
+    shifted_energy = np.lib.stride_tricks.sliding_window_view(window_energy.astype(np.float32), max_lag + 1)[::hop]
     difference = np.maximum(shifted_energy[:, :1] + shifted_energy - 2.0 * correlation, 0.0)
     difference[:, 0] = 0.0
     running = np.cumsum(difference[:, 1:], axis=-1)
-    tau = np.arange(1, max_lag + 1)
+    tau = np.arange(1, max_lag + 1, dtype=np.float32)
     normalised = np.ones_like(difference)
     np.divide(difference[:, 1:] * tau, running, out=normalised[:, 1:], where=running > 1e-12 * window)
     # The frame's Hann-windowed power spectrum, from its spectrum (a periodic Hann is [-1/4, 1/2, -1/4] across bins).
@@ -145,7 +146,7 @@ def _difference(padded: np.ndarray, hop: int, max_lag: int):
     # Level of each window with its mean removed (a DC offset is no sound), dB re full scale.
     total = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
     window_sum = (total[window:] - total[:-window])[: (n - 1) * hop + 1 : hop]
-    variance = np.maximum(shifted_energy[:, 0] - window_sum**2 / window, 0.0) / window
+    variance = np.maximum(window_energy[: (n - 1) * hop + 1 : hop] - window_sum**2 / window, 0.0) / window
     level_db = 10.0 * np.log10(np.maximum(variance, 1e-20))
     return difference, normalised, hann.real**2 + hann.imag**2, level_db
 
