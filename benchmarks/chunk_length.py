@@ -8,7 +8,8 @@ the same batch for every chunk length ("fixed batch"), and the same seconds of a
 the recipe's batch_size x example_seconds ("fixed audio"). Each setting: one compiled step (compile time reported
 apart), two warm-up steps, then --steps timed steps (median, min, max). Inputs are synthetic (timing does not depend
 on the audio), so no dataset is needed. On Linux the script re-runs itself with OpenBLAS and tcmalloc when they
-are installed (see mlx_ddsp/native.py). --quick: chunks 0.5 1 2, fixed batch only, 3 steps; about a minute.
+are installed (see mlx_ddsp/native.py). --quick: chunks 0.5 1 2, fixed batch only, 3 steps (about a minute);
+--chunks and --steps given explicitly win over it.
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ def measure(cfg, batch: int, seconds: float, steps: int, f0_hz: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "flute.yaml"))
-    parser.add_argument("--chunks", type=float, nargs="+", default=[0.5, 1, 2, 4, 8], help="seconds")
+    parser.add_argument("--chunks", type=float, nargs="+", help="seconds (default 0.5 1 2 4 8; --quick: 0.5 1 2)")
     parser.add_argument("--batch", type=int, help="fixed batch size (default: the recipe's)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per setting")
+    parser.add_argument("--steps", type=int, help="timed steps per setting (default 20; --quick: 3)")
     parser.add_argument("--models", nargs="+", default=["default", "tiny"], choices=["default", "tiny"])
     parser.add_argument("--f0", type=float, default=330.0,
                         help="centre of the synthetic f0 in Hz (it wanders half an octave either way); the synth "
@@ -90,9 +91,10 @@ def main() -> None:
     tiny = load_config(ROOT / "recipes" / "smoke.yaml")
     cfg_tiny = load_config(args.recipe, overrides)
     cfg_tiny.model, cfg_tiny.synth = tiny.model, tiny.synth
-    chunks, steps, modes = args.chunks, args.steps, ["fixed batch", "fixed audio"]
-    if args.quick:
-        chunks, steps, modes = [c for c in chunks if c <= 2] or [0.5, 1, 2], 3, ["fixed batch"]
+    # --quick is a preset: flags given explicitly win over it.
+    chunks = args.chunks or ([0.5, 1, 2] if args.quick else [0.5, 1, 2, 4, 8])
+    steps = args.steps or (3 if args.quick else 20)
+    modes = ["fixed batch"] if args.quick else ["fixed batch", "fixed audio"]
     batch = args.batch or cfg_default.train.batch_size
     audio_per_batch = cfg_default.train.batch_size * cfg_default.data.example_seconds
     console = Console(width=150)
