@@ -18,6 +18,7 @@ changed reads no audio, and a changed file or parameter recomputes only what it 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -142,6 +143,13 @@ def split_files(relpaths: list[str], cfg: Config) -> dict[str, str]:
     """'train' or 'validation' for each usable file: data.val_files if given, else a seeded share."""
     if cfg.data.val_files:
         wanted = set(cfg.data.val_files)
+        names = set(relpaths) | {Path(p).name for p in relpaths}
+        for entry in cfg.data.val_files:
+            if entry not in names:  # a silently empty validation split would mean no validation loss, no eval
+                close = difflib.get_close_matches(entry, sorted(names), n=3, cutoff=0.5)
+                hint = f"; closest: {', '.join(close)}" if close else ""
+                raise PreprocessError(f"data.val_files entry '{entry}' matches no usable file in {cfg.data.dir}{hint} "
+                                      "(set data.val_files=[] to hold out a seeded data.val_fraction instead)")
         return {p: "validation" if (p in wanted or Path(p).name in wanted) else "train" for p in relpaths}
     order = np.random.default_rng(cfg.seed).permutation(len(relpaths))
     n_val = 0 if len(relpaths) < 2 else min(len(relpaths) - 1, max(1, round(cfg.data.val_fraction * len(relpaths))))

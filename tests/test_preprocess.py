@@ -201,3 +201,14 @@ def test_batches_are_seeded_full_and_resumable(tmp_path):
     # Audio and features line up: the example's loudness peaks where its audio does.
     example = dataset.example(0)
     assert len(example["audio"]) == dataset.n_samples and len(example["loudness_db"]) == dataset.n_frames
+
+
+def test_validation_file_that_is_not_there_is_an_error_naming_it(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for name in ("take_01.wav", "take_02.wav", "take_03.wav"):
+        sf.write(d / name, tone(2.0), SR)
+    with pytest.raises(pp.PreprocessError, match=r"'take_4.wav' matches no usable file .*closest: take_0"):
+        pp.preprocess(config(d, "data.val_files=[take_01.wav,take_4.wav]"))
+    manifest = pp.preprocess(config(d, "data.val_files=[take_02.wav]"))
+    assert [e["split"] for e in manifest["files"] if e["path"] == "take_02.wav"] == ["validation"]
