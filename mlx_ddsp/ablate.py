@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # key=value words before, between or after the options
     return run(lambda console: _ablate_and_print(args, console))
 
 

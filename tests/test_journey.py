@@ -93,3 +93,20 @@ def test_every_command_has_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "MLX_DDSP_PRELOAD": "0"})
     assert out.returncode == 0 and "python -m" in out.stdout
+
+
+def _command(*words, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", *words], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "MLX_DDSP_PRELOAD": "0"})
+
+
+def test_overrides_anywhere_and_missing_validation_files_from_outside(tmp_path):
+    """As a user types them: ablate takes key=value words after its options; a recipe's validation file that the
+    data folder lacks stops the run with its name (not a run without validation)."""
+    out = _command("mlx_ddsp.ablate", "recipes/smoke.yaml", "--out", str(tmp_path / "a"), f"data.dir={tmp_path}/none")
+    assert out.returncode == 1 and "unrecognized" not in out.stderr and "does not exist" in out.stderr
+    other = tmp_path / "other_flute"
+    other.mkdir()
+    (other / "take_1.flac").write_bytes((ROOT / "data" / "flute" / "flute_00.flac").read_bytes())
+    out = _command("mlx_ddsp.train", "recipes/smoke.yaml", f"data.dir={other}", f"run_dir={tmp_path / 'r'}")
+    assert out.returncode == 1 and "data.val_files entry 'flute_06.flac' matches no usable file" in out.stderr
