@@ -75,8 +75,10 @@ def example_samples(cfg: Config) -> int:
 
 
 def scan(data_dir: Path) -> list[tuple[Path, str | None]]:
-    """Every non-hidden file under data_dir (following links, once each), with a reason if it is unusable."""
-    found, seen_dirs, seen_files = [], set(), {}
+    """Every non-hidden file under data_dir (following links, once each), with a reason if it is unusable.
+
+    Of several paths to one file (symbolic links), the real one is kept and the others are named as its links."""
+    found, seen_dirs, by_real = [], set(), {}
     for root, dirs, files in os.walk(data_dir, followlinks=True):
         real_root = os.path.realpath(root)
         if real_root in seen_dirs:  # a link back up the tree
@@ -92,12 +94,17 @@ def scan(data_dir: Path) -> list[tuple[Path, str | None]]:
             elif path.suffix.lower() not in AUDIO_EXTENSIONS:
                 reason = f"not an audio file (extension '{path.suffix or 'none'}')"
             else:
-                real = os.path.realpath(path)
-                if real in seen_files:
-                    reason = f"same file as {seen_files[real]} (link)"
-                else:
-                    seen_files[real] = path.relative_to(data_dir).as_posix()
+                by_real.setdefault(os.path.realpath(path), []).append(len(found))
             found.append((path, reason))
+    real_dir = os.path.realpath(data_dir)
+    for real, indices in by_real.items():
+        if len(indices) > 1:  # keep the path with no link inside data_dir
+            keep = next((i for i in indices
+                         if os.path.join(real_dir, *found[i][0].relative_to(data_dir).parts) == real), indices[0])
+            kept = found[keep][0].relative_to(data_dir).as_posix()
+            for i in indices:
+                if i != keep:
+                    found[i] = (found[i][0], f"same file as {kept} (link)")
     return found
 
 

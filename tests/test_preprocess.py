@@ -212,3 +212,13 @@ def test_validation_file_that_is_not_there_is_an_error_naming_it(tmp_path):
         pp.preprocess(config(d, "data.val_files=[take_01.wav,take_4.wav]"))
     manifest = pp.preprocess(config(d, "data.val_files=[take_02.wav]"))
     assert [e["split"] for e in manifest["files"] if e["path"] == "take_02.wav"] == ["validation"]
+
+
+def test_a_link_never_wins_over_the_real_file(tmp_path):
+    d = tmp_path / "data"
+    (d / "nested" / "deeper").mkdir(parents=True)
+    sf.write(d / "nested" / "deeper" / "good_mono.flac", tone(2.0), SR)
+    os.symlink(d / "nested" / "deeper" / "good_mono.flac", d / "link_to_good.flac")  # sorts (and walks) first
+    found = dict((p.relative_to(d).as_posix(), reason) for p, reason in pp.scan(d))
+    assert found == {"link_to_good.flac": "same file as nested/deeper/good_mono.flac (link)",
+                     "nested/deeper/good_mono.flac": None}
