@@ -223,9 +223,8 @@ def _off_multiple_energy(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarra
     centre = np.rint(spacing[:, :, None] * k).astype(np.intp)  # (n, M, K)
     inside = (centre >= 1) & (centre < n_bins - 1)
     centre = np.clip(centre, 1, n_bins - 2)
-    rows = np.arange(len(power))[:, None, None]
-    energy = np.maximum(np.maximum(power[rows, centre - 1], power[rows, centre]), power[rows, centre + 1])
-    energy = np.where(inside, energy, 0.0)
+    peak = np.maximum(np.maximum(power[:, :-2], power[:, 1:-1]), power[:, 2:])  # bin b + 1: the largest of b..b+2
+    energy = np.where(inside, np.take_along_axis(peak, (centre - 1).reshape(len(power), -1), axis=1).reshape(centre.shape), 0.0)
     ratios = np.empty(lags.shape + (len(SUBHARMONICS),))
     for index, m in enumerate(SUBHARMONICS):
         multiple = energy[:, :, m - 1 :: m].sum(axis=2)
@@ -285,11 +284,10 @@ def _viterbi(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) ->
     transitions = np.where(valid[1:, None, :] & valid[:-1, :, None], jump, 0.0)
     back = np.empty((n - 1, m), np.intp)
     total = cost_emit[0].copy()
-    cols = np.arange(m)
     for t in range(n - 1):
         scores = total[:, None] + transitions[t]
         back[t] = np.argmin(scores, axis=0)
-        total = scores[back[t], cols] + cost_emit[t + 1]
+        total = scores.min(axis=0) + cost_emit[t + 1]
     path = np.empty(n, np.intp)
     path[-1] = np.argmin(total)
     for t in range(n - 2, -1, -1):
