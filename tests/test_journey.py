@@ -1,5 +1,6 @@
 """The new user's journey on the smoke recipe, and every command the README quotes."""
 
+import json
 import os
 import re
 import shlex
@@ -110,3 +111,13 @@ def test_overrides_anywhere_and_missing_validation_files_from_outside(tmp_path):
     (other / "take_1.flac").write_bytes((ROOT / "data" / "flute" / "flute_00.flac").read_bytes())
     out = _command("mlx_ddsp.train", "recipes/smoke.yaml", f"data.dir={other}", f"run_dir={tmp_path / 'r'}")
     assert out.returncode == 1 and "data.val_files entry 'flute_06.flac' matches no usable file" in out.stderr
+
+
+def test_explicit_benchmark_flags_win_over_quick(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/chunk_length.py", "--quick", "--chunks", "0.2", "2.4", "--steps",
+                          "1", "--models", "tiny", "--batch", "1", "--recipe", "recipes/smoke.yaml", "--out",
+                          str(tmp_path / "c.json")], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "MLX_DDSP_PRELOAD": "0"})
+    assert out.returncode == 0, out.stderr
+    records = json.loads((tmp_path / "c.json").read_text())["records"]
+    assert [r["chunk_seconds"] for r in records] == [0.2, 2.4]  # --quick used to drop chunks above 2 s
