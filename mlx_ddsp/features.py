@@ -153,13 +153,14 @@ def _difference(padded: np.ndarray, hop: int, max_lag: int):
 
 def _candidates(difference: np.ndarray, cmndf: np.ndarray, min_lag: int):
     """Candidate periods: the first N_FIRST local minima of d' below DIP_MAX, then the first N_DEEP of those within
-    DEEP_MARGIN of the deepest (in lag order), their lags refined by a parabola through d.
+    DEEP_MARGIN of the deepest (in lag order), their lags refined to a fraction of a sample from d.
 
-    The first dips hold a high note's period (shallow when two detuned layers beat, as in a sampled violin's); the
-    deep ones a bright low note's (a trombone's 90 Hz has many
-    shallow dips at short lags before its period; its multiples are as deep as it, so take the first deep ones). The raw difference d is locally
-    quadratic around a period; d' is not (its normalisation tilts it, which biases short lags, i.e. high notes,
-    sharp). Returns lags (n, M) (np.inf where missing) and values of d' (n, M), M = N_CANDIDATES.
+    The first dips hold a high note's period (shallow when two detuned layers beat, as in a sampled violin); the deep
+    ones a bright low note's (a trombone's 90 Hz has many shallow dips at short lags before its period, and its
+    multiples are as deep as it, so the first deep ones). The refinement uses the raw difference d, which is smooth
+    around a period; d' is not (its normalisation tilts it, which biases short lags, i.e. high notes, sharp).
+    difference, cmndf: (n, max_lag + 1). Returns lags (n, M) in samples (np.inf where missing) and the dips' depths
+    in d' (n, M), M = N_CANDIDATES.
     """
     d = cmndf
     interior = d[:, 1:-1]
