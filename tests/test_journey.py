@@ -121,3 +121,14 @@ def test_explicit_benchmark_flags_win_over_quick(tmp_path):
     assert out.returncode == 0, out.stderr
     records = json.loads((tmp_path / "c.json").read_text())["records"]
     assert [r["chunk_seconds"] for r in records] == [0.2, 2.4]  # --quick used to drop chunks above 2 s
+
+
+def test_a_link_is_named_as_the_duplicate_from_outside(tmp_path):
+    data = tmp_path / "data"
+    (data / "nested" / "deeper").mkdir(parents=True)
+    (data / "nested" / "deeper" / "good_mono.flac").write_bytes((ROOT / "data" / "flute" / "flute_00.flac").read_bytes())
+    os.symlink(data / "nested" / "deeper" / "good_mono.flac", data / "link_to_good.flac")
+    out = _command("mlx_ddsp.preprocess", "recipes/smoke.yaml", f"data.dir={data}", "data.val_files=[]",
+                   f"data.cache_dir={tmp_path / 'cache'}")
+    assert out.returncode == 0, out.stderr
+    assert "skipped link_to_good.flac: same file as nested/deeper/good_mono.flac (link)" in out.stderr
