@@ -1,13 +1,14 @@
 """Fast native libraries on Linux: run the command again with OpenBLAS and tcmalloc preloaded.
 
-`mlx[cpu]` on Linux multiplies matrices with the reference BLAS it bundles (about 6 GFLOP/s on a 2-core x86 machine);
-MLX calls `cblas_sgemm`, so preloading OpenBLAS makes the same calls about 30x faster with the same results. The
-system's OpenBLAS is used when installed (Debian/Ubuntu: `apt install libopenblas0-pthread`); otherwise the one in
-the `scipy-openblas32` wheel (a dependency on Linux), whose symbols are prefixed (`scipy_cblas_sgemm`), through a
-small forwarding library (`csrc/cblas_forward.c`) built once with the C compiler and cached beside the kernels. MLX's CPU backend also allocates every array with `malloc` and frees
-it when done, and glibc hands large blocks back to the kernel, so each training step page-faults its working set in
-again; tcmalloc (`apt install libtcmalloc-minimal4`) keeps freed memory for reuse (training step at Magenta's shape
-2.90 s -> 2.22 s, measured back to back; see the README). Without tcmalloc, glibc is told to keep up to 32 MiB
+`mlx[cpu]` on Linux multiplies matrices with the reference BLAS it bundles (about 4-6 GFLOP/s on a 2-core x86
+machine); MLX calls `cblas_sgemm`, so preloading OpenBLAS makes the same calls about 30x faster with the same
+results. The system's OpenBLAS is used when installed (Debian/Ubuntu: `apt install libopenblas0-pthread`); otherwise
+the one in the `scipy-openblas32` wheel (a dependency on Linux), whose symbols are prefixed (`scipy_cblas_sgemm`),
+through a small forwarding library (`csrc/cblas_forward.c`) built once with the C compiler and cached beside the
+kernels. MLX's CPU backend also allocates every array with `malloc` and frees it when done, and glibc hands large
+blocks back to the kernel, so each step page-faults its working set in again; tcmalloc (`apt install
+libtcmalloc-minimal4`) keeps freed memory for reuse (training step at Magenta's shape 2.90 s -> 2.22 s before the
+C++ kernels; with them no measurable gain, see the README). Without tcmalloc, glibc is told to keep up to 32 MiB
 blocks on its heap instead.
 
 `python -m mlx_ddsp.<command>` and the benchmark scripts call `use_native_libraries()` first: on Linux it
