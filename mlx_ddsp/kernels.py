@@ -25,24 +25,11 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from mlx_ddsp.native import cache_dir
+
 SOURCES = sorted((Path(__file__).with_name("csrc")).glob("*.cpp"))
 HEADERS = sorted((Path(__file__).with_name("csrc")).glob("*.h"))
 _loaded: dict[str, object] = {}
-
-
-def cache_dir() -> Path:
-    """$MLX_DDSP_CACHE, else ~/.cache/mlx_ddsp (or under $XDG_CACHE_HOME) when it can be written, else a folder in
-    the system's temporary directory."""
-    if os.environ.get("MLX_DDSP_CACHE"):
-        return Path(os.environ["MLX_DDSP_CACHE"])
-    try:
-        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlx_ddsp"
-        folder.mkdir(parents=True, exist_ok=True)
-        if os.access(folder, os.W_OK):
-            return folder
-    except (OSError, RuntimeError):  # no home folder, or a read-only one
-        pass
-    return Path(tempfile.gettempdir()) / f"mlx_ddsp-{os.getuid()}"
 
 
 def _compile_command(compiler: str, output: Path, native_arch: bool) -> list[str]:

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
@@ -41,6 +42,21 @@ def find_library(names: tuple[str, ...]) -> str | None:
     return next((str(Path(d) / n) for n in names for d in LIBRARY_DIRS if (Path(d) / n).exists()), None)
 
 
+def cache_dir() -> Path:
+    """$MLX_DDSP_CACHE, else ~/.cache/mlx_ddsp (or under $XDG_CACHE_HOME) when it can be written, else a folder in
+    the system's temporary directory."""
+    if os.environ.get("MLX_DDSP_CACHE"):
+        return Path(os.environ["MLX_DDSP_CACHE"])
+    try:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlx_ddsp"
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except (OSError, RuntimeError):  # no home folder, or a read-only one
+        pass
+    return Path(tempfile.gettempdir()) / f"mlx_ddsp-{os.getuid()}"
+
+
 def wheel_openblas() -> str | None:
     """The forwarder from `cblas_sgemm` to the scipy-openblas32 wheel's OpenBLAS, built at first use (cached), or
     None without the wheel or a C compiler, or if the build fails."""
@@ -48,8 +64,6 @@ def wheel_openblas() -> str | None:
         import scipy_openblas32
     except ImportError:
         return None
-    from mlx_ddsp.kernels import cache_dir
-
     source = Path(__file__).with_name("csrc") / "cblas_forward.c"
     lib_dir, name = scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library()
     key = hashlib.sha1(source.read_bytes() + f"{lib_dir}|{name}|{scipy_openblas32.__version__}".encode()).hexdigest()
