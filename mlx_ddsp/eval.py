@@ -198,7 +198,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
         save_audio(folder / "target.wav", target, cfg.data.sample_rate)
         for part, audio in renders.items():
             save_audio(folder / f"{'recon' if part == 'audio' else part}.wav", audio, cfg.data.sample_rate)
-        truth = None if truth_dir is None else load_truth(truth_dir, name, len(features["f0_hz"]), cfg.features.frame_rate)
+        truth = None if truth_dir is None else load_truth(truth_dir, name, len(features["f0_hz"]),
+                                                          cfg.features.frame_rate)
         if truth_dir is not None and truth is None:
             console.print(f"  [yellow]no truth[/yellow] for {name} in {truth_dir}")
         recon = track(renders["audio"], cfg)
@@ -220,7 +221,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
     result = {"run_dir": str(run_dir), "checkpoint": state["path"], "step": state["step"],
               "mean": {who: _mean([r[who] for r in records]) for who in ("model", "baseline")}, "clips": records}
     if truth_dir is not None:
-        result["mean"]["target"] = _mean([r.get("target", dict.fromkeys(TRUTH_METRICS)) for r in records], TRUTH_METRICS)
+        targets = [r.get("target", dict.fromkeys(TRUTH_METRICS)) for r in records]
+        result["mean"]["target"] = _mean(targets, TRUTH_METRICS)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1))
@@ -278,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="a training run dir (holding checkpoints/)")
     parser.add_argument("--data", help="a folder (or file) of recordings to evaluate instead of the validation split")
-    parser.add_argument("--truth", help="a folder of true f0 tracks (CLIP.npz: f0_hz, voiced, frame_rate) to score against")
+    parser.add_argument("--truth", help="a folder of true f0 tracks to score against (CLIP.npz: f0_hz, voiced, "
+                                        "frame_rate)")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint folder")
     parser.add_argument("--out", help="output folder (default RUN_DIR/eval)")
     return parser

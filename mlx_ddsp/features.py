@@ -129,8 +129,8 @@ def _difference(padded: np.ndarray, hop: int, max_lag: int):
     spectrum = np.fft.rfft(frames, n_fft, axis=-1)
     head = np.fft.rfft(frames[:, :window], n_fft, axis=-1)
     correlation = np.fft.irfft(np.conj(head) * spectrum, n_fft, axis=-1)[:, : max_lag + 1]
-    # Energy of every window of W samples, from one running sum over the signal.
-    # Running sums in float64 (their differences are small), the per-lag arithmetic in float32.
+    # Energy of every window of W samples from one running sum over the signal: running sums in float64 (their
+    # differences are small), the per-lag arithmetic in float32.
     power = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
     window_energy = (power[window:] - power[:-window])[: (n - 1) * hop + max_lag + 1]
     shifted_energy = np.lib.stride_tricks.sliding_window_view(window_energy.astype(np.float32), max_lag + 1)[::hop]
@@ -209,7 +209,8 @@ def _candidate_probabilities(values: np.ndarray) -> np.ndarray:
 
 
 def _off_multiple_energy(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """How much of each candidate's harmonic energy lies off the multiples of m of its harmonic number, m in SUBHARMONICS.
+    """How much of each candidate's harmonic energy lies off the multiples of m of its harmonic number, for each m
+    in SUBHARMONICS.
 
     power: (n, n_fft // 2 + 1) power spectra; lags: (n, M) candidate periods in samples (so harmonic k sits at bin
     k * n_fft / lag). The energy of harmonic k is the spectrum's largest bin within one bin of it (vibrato, the
@@ -225,7 +226,8 @@ def _off_multiple_energy(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarra
     inside = (centre >= 1) & (centre < n_bins - 1)
     centre = np.clip(centre, 1, n_bins - 2)
     peak = np.maximum(np.maximum(power[:, :-2], power[:, 1:-1]), power[:, 2:])  # bin b + 1: the largest of b..b+2
-    energy = np.where(inside, np.take_along_axis(peak, (centre - 1).reshape(len(power), -1), axis=1).reshape(centre.shape), 0.0)
+    gathered = np.take_along_axis(peak, (centre - 1).reshape(len(power), -1), axis=1).reshape(centre.shape)
+    energy = np.where(inside, gathered, 0.0)
     ratios = np.empty(lags.shape + (len(SUBHARMONICS),))
     for index, m in enumerate(SUBHARMONICS):
         multiple = energy[:, :, m - 1 :: m].sum(axis=2)
@@ -234,10 +236,10 @@ def _off_multiple_energy(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarra
 
 
 def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray, power: np.ndarray) -> np.ndarray:
-    """Move probability between candidates whose periods are 2 or 3 times one another, on spectral evidence.
+    """Move probability between candidates whose periods are 2-6 times one another, on spectral evidence.
 
-    Sub-harmonics: a candidate at m times a shorter one's period (m in SUBHARMONICS) whose spectrum holds no energy off the
-    m-th harmonics (under OFF_MULTIPLE_MIN of theirs, -20 dB) is the shorter one's multiple: it hands its
+    Sub-harmonics: a candidate at m times a shorter one's period (m in SUBHARMONICS) whose spectrum holds no energy
+    off the m-th harmonics (under OFF_MULTIPLE_MIN of theirs, -20 dB) is the shorter one's multiple: it hands its
     probability down. pYIN's first-dip rule falls for these when two slightly detuned layers beat (sampled
     strings and reeds) and the true period's dip is shallow.
     Takeover: pYIN's first-dip rule takes the half period of a tone whose odd partials are weak (a bassoon's or a
@@ -319,8 +321,8 @@ def estimate_f0(
     The defaults span E1 (41 Hz) to C7 (2093 Hz), every instrument of the development corpus; a narrower range
     costs less time (the window is two periods of f0_min_hz) and rules out octave errors beyond it.
     Per frame (a window of two periods of f0_min_hz), YIN's cumulative mean normalised difference d' is computed
-    (FFT, vectorised over frames). Its first dips and its deepest dips are candidate periods (parabolic sub-sample
-    refinement), each weighted by pYIN's threshold-prior probability (the first dip that is deep enough). The
+    (FFT, vectorised over frames). Its first dips and its deepest dips are candidate periods (refined to a fraction
+    of a sample), each weighted by pYIN's threshold-prior probability (the first dip that is deep enough). The
     frame's spectrum then moves probability between candidates an octave (or 3-6 times) apart: to the shorter period
     when the longer one has no partials of its own, to the longer one when its odd partials are there but weak
     (see _octave_arbitration). Frames under SILENCE_DB RMS lose their confidence. A Viterbi pass picks one candidate

@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from mlx_ddsp.atomic import atomic_path
+from mlx_ddsp.features import VOICED_THRESHOLD
 
 PLAYERS = ("target", "recon", "dry", "harmonic", "noise", "baseline")
 # a dark-to-bright colour map (black, violet, red, orange, pale yellow) for dB images
@@ -79,7 +80,8 @@ def _svg_axes(seconds: float, y_ticks: list[tuple[float, str]], y_label: str, bo
         parts.append(f'<line x1="-4" x2="0" y1="{y:.1f}" y2="{y:.1f}" stroke="#444"/>'
                      f'<text x="-6" y="{y + 4:.1f}" text-anchor="end">{html.escape(label)}</text>')
     parts.append(f'<text x="{w / 2}" y="{h + 30}" text-anchor="middle">time (s)</text>'
-                 f'<text transform="translate(-46,{h / 2}) rotate(-90)" text-anchor="middle">{html.escape(y_label)}</text>')
+                 f'<text transform="translate(-46,{h / 2}) rotate(-90)" text-anchor="middle">'
+                 f'{html.escape(y_label)}</text>')
     return "".join(parts) + "</g></svg>"
 
 
@@ -108,7 +110,7 @@ def _polylines(values: np.ndarray, shown: np.ndarray, to_y, frame_rate: float, s
 def tracks_figures(tracks: dict, seconds: float) -> str:
     """Two SVGs: f0 on a log axis (truth, target, output where voiced) and loudness (target, output) over time."""
     rate = float(tracks["frame_rate"])
-    voiced = {who: tracks[f"{who}_confidence"] >= 0.5 for who in ("target", "recon")}
+    voiced = {who: tracks[f"{who}_confidence"] >= VOICED_THRESHOLD for who in ("target", "recon")}
     lines = {who: (tracks[f"{who}_f0_hz"], voiced[who]) for who in ("target", "recon")}
     if "truth_f0_hz" in tracks:
         lines = {"truth": (tracks["truth_f0_hz"], tracks["truth_voiced"]), **lines}
@@ -117,8 +119,8 @@ def tracks_figures(tracks: dict, seconds: float) -> str:
     to_y = lambda f0: FIGURE_HEIGHT * (1 - (np.log2(np.maximum(f0, 1e-3)) - lo) / (hi - lo))
     notes = [55.0 * 2.0**k for k in range(-1, 8)]
     ticks = [(float(to_y(np.array(f))), f"{f:g}") for f in notes if lo <= np.log2(f) <= hi]
-    f0_body = "".join(_polylines(f0, shown, to_y, rate, seconds, LINE_COLOURS[who]) for who, (f0, shown) in lines.items())
-    legend = "".join(f'<text x="{8 + 90 * i}" y="14" fill="{LINE_COLOURS[who]}">{who} f0</text>' for i, who in enumerate(lines))
+    f0_body = "".join(_polylines(f0, shown, to_y, rate, seconds, LINE_COLOURS[who])
+                      for who, (f0, shown) in lines.items())
     loud = {who: tracks[f"{who}_loudness_db"] for who in ("target", "recon")}
     floor = min(float(np.min(v)) for v in loud.values())
     top = max(float(np.max(v)) for v in loud.values()) + 3.0
@@ -126,9 +128,14 @@ def tracks_figures(tracks: dict, seconds: float) -> str:
     db_ticks = [(float(to_db_y(d)), f"{d:g}") for d in _ticks(floor, top, 5)]
     loud_body = "".join(_polylines(v, np.ones(len(v), bool), to_db_y, rate, seconds, LINE_COLOURS[who])
                         for who, v in loud.items())
-    loud_legend = "".join(f'<text x="{8 + 90 * i}" y="14" fill="{LINE_COLOURS[who]}">{who}</text>' for i, who in enumerate(loud))
-    return (_svg_axes(seconds, ticks, "f0 (Hz, log)", f0_body + legend)
-            + _svg_axes(seconds, db_ticks, "loudness (dB)", loud_body + loud_legend))
+    return (_svg_axes(seconds, ticks, "f0 (Hz, log)", f0_body + _legend(lines, " f0"))
+            + _svg_axes(seconds, db_ticks, "loudness (dB)", loud_body + _legend(loud, "")))
+
+
+def _legend(names, suffix: str) -> str:
+    """One coloured label per line drawn, left to right at the plot's top."""
+    return "".join(f'<text x="{8 + 90 * i}" y="14" fill="{LINE_COLOURS[who]}">{who}{suffix}</text>'
+                   for i, who in enumerate(names))
 
 
 def _metrics_table(rows: list[tuple[str, dict]], metric_names: list[str]) -> str:
