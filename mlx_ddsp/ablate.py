@@ -32,7 +32,8 @@ from mlx_ddsp import checkpoint
 from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import load_config
-from mlx_ddsp.eval import METRICS, evaluate
+from mlx_ddsp.eval import evaluate
+from mlx_ddsp.metrics import METRICS
 from mlx_ddsp.train import train
 
 VARIANT_SETS = {
@@ -80,14 +81,24 @@ def write(out: Path, records: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "ablation.json") as tmp:
         Path(tmp).write_text(json.dumps(records, indent=1))
-    lines = ["| variant | steps | train min | " + " | ".join(METRICS) + " |",
-             "|---|---|---|" + "---|" * len(METRICS)]
+    names = metric_names(records)
+    lines = ["| variant | steps | train min | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
     baseline = {"name": "baseline (no learning)", "steps": "", "train_minutes": "", "metrics": records[0]["baseline"]}
     for r in records + [baseline]:
-        cells = ["-" if r["metrics"][m] is None else f"{r['metrics'][m]:.3f}" for m in METRICS]
+        cells = [_fmt(r["metrics"].get(m)) for m in names]
         lines.append(f"| {r['name']} | {r['steps']} | {r['train_minutes']} | " + " | ".join(cells) + " |")
     with atomic_path(out / "ablation.md") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
+
+
+def metric_names(records: list[dict]) -> list[str]:
+    """The metrics any variant has, in eval's order (the band metrics exist above 16 kHz only)."""
+    return [m for m in METRICS + ("branch_harmonic_share",) if any(m in r["metrics"] for r in records)]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,11 +128,11 @@ def _ablate_and_print(args, console: Console) -> None:
     variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
     records = ablate(args.recipe, args.overrides, Path(args.out), variants, console)
     table = Table(title="ablation: held-out metrics (best checkpoint of each variant)")
-    for column in ("variant", "steps", *METRICS):
+    names = metric_names(records)
+    for column in ("variant", "steps", *names):
         table.add_column(column, justify="right")
     for r in records:
-        table.add_row(r["name"], str(r["steps"]), *("-" if r["metrics"][m] is None else f"{r['metrics'][m]:.3f}"
-                                                     for m in METRICS))
+        table.add_row(r["name"], str(r["steps"]), *(_fmt(r["metrics"].get(m)) for m in names))
     console.print(table)
     console.print(f"wrote {Path(args.out) / 'ablation.md'} and {Path(args.out) / 'ablation.json'}")
 

@@ -2,7 +2,8 @@
 
 A recipe is plain data: one dataclass per section (`data`, `features`, `model`, `synth`, `loss`, `train`) plus the
 top-level `seed` and `run_dir`. Defaults follow Magenta DDSP's solo-instrument setup (16 kHz, 250 frames/s, 4 s
-examples, 100 harmonics, 65 noise bands, FFT sizes 2048..64, a 512-unit GRU decoder).
+examples, 100 harmonics, 65 noise bands, FFT sizes 2048..64, a 512-unit GRU decoder). Every duration is in seconds or
+frames per second, so a recipe works at any `data.sample_rate`: the FFT sizes scale with it (see `loss.fft_sizes_rate`).
 
     cfg = load_config("recipes/flute.yaml", ["train.steps=1000", "loss.fft_sizes=[512,256]"])
     save_config(cfg, "run/config.yaml")          # load_config("run/config.yaml") == cfg
@@ -77,6 +78,7 @@ class SynthConfig:
 @dataclass
 class LossConfig:
     fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128, 64])
+    fft_sizes_rate: int = 16000  # Hz the fft_sizes are given at: they scale with data.sample_rate (6144..192 at 48 kHz)
     mag_weight: float = 1.0  # weight of L1 on linear magnitudes
     logmag_weight: float = 1.0  # weight of L1 on log magnitudes
     waveform_weight: float = 0.0  # weight of a waveform L1 term

@@ -11,12 +11,10 @@ preprocessing reads), rendered whole. For each clip, OUT/<clip>/ gets target.wav
 noise.wav and baseline.wav (and dry.wav with a reverb; recon.wav is then the wet signal); OUT/metrics.json and
 OUT/report.html summarise. OUT defaults to RUN_DIR/eval.
 
-Metrics (model and baseline, per clip and mean):
-  spectral_loss     the training's multi-scale spectral loss over the whole clip
-  loudness_l1_db    mean |loudness(recon) - loudness(target)| over frames where the target is above -60 dB
-  f0_l1_cents       mean |f0(recon) - f0(target)| in cents over frames that both trackers call voiced with
-                    confidence >= 0.85 (f0 re-extracted from both signals)
-  f0_outlier_ratio  share of the target's confident frames where the recon is > 100 cents off or unvoiced (< 0.5)
+Metrics (model and baseline, per clip and mean; defined in `mlx_ddsp.metrics`): spectral_loss, loudness_l1_db,
+f0_l1_cents, f0_outlier_ratio, comb_harmonic_share and, above 16 kHz, band_spectral_loss and band_energy_db (the
+8-20 kHz band). The model's branch_harmonic_share is the energy of its harmonic branch over both branches'; the
+target's comb_harmonic_share stands beside the recon's (the same estimator on both).
 With --truth DIR (CLIP.npz per clip: `f0_hz`, `voiced` at `frame_rate` frames/s, as data/flute_truth holds), the
 f0 is also scored against the true pitch, over the truly voiced frames, so a tracker error that the output
 copies (a wrong-note dive) shows up:
@@ -44,78 +42,22 @@ from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.audio import AudioError, load_audio, save_audio
 from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import Config
-from mlx_ddsp.features import VOICED_THRESHOLD, compute_loudness, estimate_f0
-from mlx_ddsp.losses import multiscale_spectral_loss
+from mlx_ddsp.features import frame_hop
+from mlx_ddsp.metrics import (METRICS, TRUTH_METRICS, branch_harmonic_share, clip_metrics, comb_harmonic_share,
+                              track, truth_metrics)
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, render_long
 from mlx_ddsp.preprocess import analyse, cache_dir_for, load_manifest, scan
 from mlx_ddsp.report import write_report
 from mlx_ddsp.synth import harmonic_synth
-
-AUDIBLE_DB = -60.0  # loudness_l1_db counts target frames above this
-CONFIDENT = 0.85  # f0 metrics use frames the tracker is at least this sure of
-VOICED = VOICED_THRESHOLD  # below this confidence the reconstruction counts as unvoiced
-OUTLIER_CENTS = 100.0
-METRICS = ("spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio")
-TRUTH_METRICS = ("f0_truth_rpa", "f0_truth_l1_cents")
 
 
 class EvalError(UserError):
     """Evaluation cannot run; the message says why and what to do."""
 
 
-def clip_metrics(target: np.ndarray, recon: np.ndarray, target_features: dict, cfg: Config,
-                 recon_features: dict | None = None, truth: dict | None = None) -> dict:
-    """The metrics of `recon` against `target` (both (N,) at data.sample_rate).
-
-    target_features / recon_features: {"f0_hz", "confidence", "loudness_db"} (T,) at features.frame_rate (the
-    recon's are computed when not given). truth: {"f0_hz", "voiced"} (T,) at the same rate, or None.
-    """
-    recon_features = recon_features or track(recon, cfg)
-    loss = multiscale_spectral_loss(mx.array(target[None]), mx.array(recon[None]), cfg.loss.fft_sizes,
-                                    cfg.loss.mag_weight, cfg.loss.logmag_weight, cfg.loss.waveform_weight).item()
-    loud_t, loud_r = target_features["loudness_db"], recon_features["loudness_db"]
-    audible = loud_t > AUDIBLE_DB
-    f0_r, conf_r = recon_features["f0_hz"], recon_features["confidence"]
-    f0_t, conf_t = target_features["f0_hz"], target_features["confidence"]
-    n = min(len(f0_t), len(f0_r))
-    cents = _cents(f0_r[:n], f0_t[:n])
-    confident = conf_t[:n] >= CONFIDENT
-    both = confident & (conf_r[:n] >= CONFIDENT)
-    outliers = confident & ((cents > OUTLIER_CENTS) | (conf_r[:n] < VOICED))
-    metrics = {
-        "spectral_loss": loss,
-        "loudness_l1_db": float(np.mean(np.abs(loud_r[: len(loud_t)] - loud_t)[audible])) if audible.any() else None,
-        "f0_l1_cents": float(np.mean(cents[both])) if both.any() else None,
-        "f0_outlier_ratio": float(np.mean(outliers[confident])) if confident.any() else None,
-    }
-    if truth is not None:
-        metrics.update(truth_metrics(f0_r, truth))
-    return metrics
-
-
-def truth_metrics(f0_hz: np.ndarray, truth: dict) -> dict:
-    """f0_truth_rpa and f0_truth_l1_cents of an f0 track (T,) against the truth's voiced frames (None if none)."""
-    n = min(len(f0_hz), len(truth["f0_hz"]))
-    voiced = truth["voiced"][:n]
-    if not voiced.any():
-        return {k: None for k in TRUTH_METRICS}
-    cents = _cents(f0_hz[:n][voiced], truth["f0_hz"][:n][voiced])
-    return {"f0_truth_rpa": float(np.mean(cents < 50.0)), "f0_truth_l1_cents": float(np.mean(cents))}
-
-
-def _cents(f0_hz: np.ndarray, reference_hz: np.ndarray) -> np.ndarray:
-    return np.abs(1200.0 * np.log2(np.maximum(f0_hz, 1e-3) / np.maximum(reference_hz, 1e-3)))
-
-
-def track(audio: np.ndarray, cfg: Config) -> dict:
-    """{"f0_hz", "confidence", "loudness_db"} (T,) of `audio` (N,) at features.frame_rate."""
-    sr, rate = cfg.data.sample_rate, cfg.features.frame_rate
-    f0_hz, confidence = estimate_f0(audio, sr, rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz)
-    return {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": compute_loudness(audio, sr, rate)}
-
-
-def load_truth(truth_dir: Path, name: str, n_frames: int, frame_rate: int) -> dict | None:
-    """DIR/NAME.npz resampled (nearest frame in time) to n_frames at frame_rate, or None if there is no such file.
+def load_truth(truth_dir: Path, name: str, n_frames: int, frame_rate: float) -> dict | None:
+    """DIR/NAME.npz resampled (nearest frame in time) to n_frames at frame_rate frames/s (the true rate,
+    sample_rate / hop), or None if there is no such file.
 
     Raises EvalError for a truth file without `f0_hz` / `voiced` / `frame_rate`."""
     path = Path(truth_dir) / f"{name}.npz"
@@ -135,7 +77,7 @@ def load_truth(truth_dir: Path, name: str, n_frames: int, frame_rate: int) -> di
 def baseline(features: dict, n_samples: int, cfg: Config) -> np.ndarray:
     """No-learning harmonic resynthesis: the clip's f0, 1/k harmonics, amplitude of a 1 kHz sine at its loudness."""
     f0_hz, loudness_db = features["f0_hz"], features["loudness_db"]
-    hop = cfg.data.sample_rate // cfg.features.frame_rate
+    hop = frame_hop(cfg.data.sample_rate, cfg.features.frame_rate)
     n_frames = -(-n_samples // hop) + 1
     positions = np.minimum(np.arange(n_frames), len(f0_hz) - 1)
     amplitude = 10.0 ** ((loudness_db[positions] + 3.01) / 20.0)  # a 1 kHz sine of amplitude A measures 20 log A - 3 dB
@@ -189,25 +131,29 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
     if truth_dir is not None and not Path(truth_dir).is_dir():
         raise EvalError(f"--truth {truth_dir} is not a folder")
     records, used = [], set()
+    sample_rate = cfg.data.sample_rate
+    hop = frame_hop(sample_rate, cfg.features.frame_rate)
     for name, features in clips:
         name = _unique(name, used)
         target = features["audio"]
         renders = render_clip(model, features, len(target))
         renders["baseline"] = baseline(features, len(target), cfg)
         folder = out / name
-        save_audio(folder / "target.wav", target, cfg.data.sample_rate)
+        save_audio(folder / "target.wav", target, sample_rate)
         for part, audio in renders.items():
-            save_audio(folder / f"{'recon' if part == 'audio' else part}.wav", audio, cfg.data.sample_rate)
-        truth = None if truth_dir is None else load_truth(truth_dir, name, len(features["f0_hz"]),
-                                                          cfg.features.frame_rate)
+            save_audio(folder / f"{'recon' if part == 'audio' else part}.wav", audio, sample_rate)
+        truth = None if truth_dir is None else load_truth(truth_dir, name, len(features["f0_hz"]), sample_rate / hop)
         if truth_dir is not None and truth is None:
             console.print(f"  [yellow]no truth[/yellow] for {name} in {truth_dir}")
         recon = track(renders["audio"], cfg)
-        record = {"name": name, "n_samples": len(target), "seconds": round(len(target) / cfg.data.sample_rate, 3),
+        record = {"name": name, "n_samples": len(target), "seconds": round(len(target) / sample_rate, 3),
                   "model": clip_metrics(target, renders["audio"], features, cfg, recon, truth),
-                  "baseline": clip_metrics(target, renders["baseline"], features, cfg, None, truth)}
+                  "baseline": clip_metrics(target, renders["baseline"], features, cfg, None, truth),
+                  "target": {"comb_harmonic_share": comb_harmonic_share(target, features["f0_hz"],
+                                                                        features["confidence"], sample_rate, hop)}}
+        record["model"]["branch_harmonic_share"] = branch_harmonic_share(renders["harmonic"], renders["noise"])
         if truth is not None:
-            record["target"] = truth_metrics(features["f0_hz"], truth)
+            record["target"].update(truth_metrics(features["f0_hz"], truth))
         records.append(record)
         tracks = {f"target_{k}": features[k] for k in ("f0_hz", "confidence", "loudness_db")}
         tracks.update({f"recon_{k}": v for k, v in recon.items()})
@@ -215,18 +161,16 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
             tracks.update(truth_f0_hz=truth["f0_hz"], truth_voiced=truth["voiced"])
         with atomic_path(folder / "tracks.npz") as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, frame_rate=cfg.features.frame_rate, **tracks)
+                np.savez(f, frame_rate=sample_rate / hop, **tracks)
         console.print(f"  {name}: spectral loss {records[-1]['model']['spectral_loss']:.3f} "
                       f"(baseline {records[-1]['baseline']['spectral_loss']:.3f})")
     result = {"run_dir": str(run_dir), "checkpoint": state["path"], "step": state["step"],
-              "mean": {who: _mean([r[who] for r in records]) for who in ("model", "baseline")}, "clips": records}
-    if truth_dir is not None:
-        targets = [r.get("target", dict.fromkeys(TRUTH_METRICS)) for r in records]
-        result["mean"]["target"] = _mean(targets, TRUTH_METRICS)
+              "mean": {who: _mean([r[who] for r in records]) for who in ("model", "baseline", "target")},
+              "clips": records}
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1))
-    write_report(out, result, cfg.data.sample_rate)
+    write_report(out, result, sample_rate)
     print_table(result, console)
     console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
     return result
@@ -248,9 +192,9 @@ def _unique(name: str, used: set) -> str:
     return candidate
 
 
-def _mean(metrics: list[dict], names: tuple[str, ...] | None = None) -> dict:
+def _mean(metrics: list[dict]) -> dict:
     out = {}
-    for k in names or [k for k in METRICS + TRUTH_METRICS if any(k in m for m in metrics)]:
+    for k in [k for k in METRICS + ("branch_harmonic_share",) + TRUTH_METRICS if any(k in m for m in metrics)]:
         values = [m[k] for m in metrics if m.get(k) is not None]
         out[k] = float(np.mean(values)) if values else None
     return out
@@ -261,12 +205,9 @@ def print_table(result: dict, console: Console) -> None:
     table.add_column("metric")
     table.add_column("model", justify="right")
     table.add_column("baseline", justify="right")
-    has_target = "target" in result["mean"]
-    if has_target:
-        table.add_column("target's own track", justify="right")
+    table.add_column("target itself", justify="right")
     for k in result["mean"]["model"]:
-        row = [_fmt(result["mean"][who].get(k)) for who in ("model", "baseline")]
-        table.add_row(k, *row, *([_fmt(result["mean"]["target"].get(k))] if has_target else []))
+        table.add_row(k, *[_fmt(result["mean"][who].get(k)) for who in ("model", "baseline", "target")])
     console.print(table)
 
 

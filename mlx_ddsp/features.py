@@ -1,8 +1,12 @@
 """Frame-wise conditioning features: fundamental frequency with voicing confidence, and A-weighted loudness.
 
-Frame convention (shared by every feature and by the synth): at `frame_rate` frames/s the hop is
-`hop = sample_rate // frame_rate` samples, there are `T = n_samples // hop + 1` frames, and frame t is centred on
-sample `t * hop` (the signal is zero-padded at both ends). A 4 s example at 16 kHz and 250 frames/s has 1001 frames.
+Frame convention (shared by every feature, the decoder, the synth and the metrics): frames are a whole number of
+samples apart, `hop = frame_hop(sample_rate, frame_rate) = round(sample_rate / frame_rate)`; there are
+`T = n_samples // hop + 1` frames, and frame t is centred on sample `t * hop`, at `t * hop / sample_rate` seconds
+(the signal is zero-padded at both ends). Where the nominal frame rate divides the sample rate that is the frame
+rate itself (a 4 s example at 16 kHz and 250 frames/s has 1001 frames, 64 samples apart); where it does not, the true
+rate is `sample_rate / hop` (44.1 kHz at 250 frames/s: 176 samples, 250.57 frames/s), and every frame time derives
+from the hop, never from the nominal rate.
 
 These run in numpy during preprocessing (not in the training path).
 """
@@ -10,31 +14,38 @@ These run in numpy during preprocessing (not in the training path).
 from __future__ import annotations
 
 import numpy as np
+import soxr
 
 LOUDNESS_FLOOR_DB = -80.0
 FEATURE_NAMES = ("f0_hz", "confidence", "loudness_db")  # the per-frame arrays the cache stores beside the audio
 VOICED_THRESHOLD = 0.5  # confidence at and above which a frame counts as voiced (resynth, eval, preprocess)
 SILENCE_DB = -70.0  # frames quieter than this (RMS, dB re full scale) get no voicing confidence
 PITCHED = 0.05  # below this confidence a frame has no pitch of its own: its f0 is interpolated from its neighbours
+ANALYSIS_RATE = 16000  # Hz: the pitch tracker analyses audio at higher rates decimated to this
+LOUDNESS_WINDOW_SECONDS = 0.064  # loudness frame length (1024 samples at 16 kHz, whatever the rate)
 
 
-def frame_hop(sample_rate: int, frame_rate: int) -> int:
-    """Samples per frame; the frame rate must divide the sample rate."""
-    if sample_rate % frame_rate:
-        raise ValueError(f"frame_rate {frame_rate} must divide sample_rate {sample_rate}")
-    return sample_rate // frame_rate
+def frame_hop(sample_rate: int, frame_rate: float) -> int:
+    """Samples between frames: the nearest whole number to sample_rate / frame_rate (see the frame convention)."""
+    if frame_rate <= 0 or sample_rate <= 0:
+        raise ValueError(f"sample_rate ({sample_rate}) and frame_rate ({frame_rate}) must be positive")
+    hop = round(sample_rate / frame_rate)
+    if hop < 1:
+        raise ValueError(f"frame_rate {frame_rate} is above sample_rate {sample_rate}")
+    return hop
 
 
 def n_frames_for(n_samples: int, hop: int) -> int:
     return n_samples // hop + 1
 
 
-def _padded(audio: np.ndarray, frame_length: int, hop: int, start: int, count: int, before: int | None = None):
-    """The stretch of `audio` that frames start..start+count-1 cover, zeros outside it: frame t starts `before`
-    samples (default: half a frame, see centred_frames) ahead of sample t * hop."""
+def _padded(audio: np.ndarray, frame_length: int, first_centre: int, last_centre: int, before: int | None = None):
+    """The stretch of `audio` under frames whose centres run from sample `first_centre` to `last_centre`, zeros
+    outside the signal: a frame starts `before` samples (default: half a frame, see centred_frames) ahead of its
+    centre."""
     half = frame_length // 2 if before is None else before
-    first = (start * hop) - half
-    last = ((start + count - 1) * hop) - half + frame_length
+    first = first_centre - half
+    last = last_centre - half + frame_length
     lo, hi = max(first, 0), min(last, len(audio))
     padded = np.zeros(last - first, dtype=np.float32)
     padded[lo - first : hi - first] = audio[lo:hi]
@@ -44,8 +55,37 @@ def _padded(audio: np.ndarray, frame_length: int, hop: int, start: int, count: i
 def centred_frames(audio: np.ndarray, frame_length: int, hop: int, start: int = 0, count: int | None = None):
     """(count, frame_length) frames with frame t centred on sample (start + t) * hop; zeros outside the signal."""
     count = n_frames_for(len(audio), hop) - start if count is None else count
-    padded = _padded(audio, frame_length, hop, start, count)
+    padded = _padded(audio, frame_length, start * hop, (start + count - 1) * hop)
     return np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop][:count]
+
+
+def fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (sizes pocketfft transforms fastest)."""
+    best = 1 << (n - 1).bit_length()
+    power3 = 1
+    while power3 < best:
+        odd = power3
+        while odd < best:
+            best = min(best, odd << (-(-n // odd) - 1).bit_length())  # odd times the power of two that reaches n
+            odd *= 5
+        power3 *= 3
+    return best
+
+
+def nearest_fft_size(n: float, multiple: int = 1) -> int:
+    """The 2^a 3^b 5^c multiple of `multiple` nearest to n in ratio (a size scaled to another sample rate)."""
+    best = multiple
+    for size in range(multiple, 2 * int(n) + 2 * multiple, multiple):
+        if _is_smooth(size) and abs(np.log(size / n)) < abs(np.log(best / n)):
+            best = size
+    return best
+
+
+def _is_smooth(n: int) -> bool:
+    for p in (2, 3, 5):
+        while n % p == 0:
+            n //= p
+    return n == 1
 
 
 # --- loudness -------------------------------------------------------------------------------------------------
@@ -59,26 +99,31 @@ def a_weighting_db(frequencies_hz: np.ndarray) -> np.ndarray:
         return 20.0 * np.log10(ra) + 2.0
 
 
-def compute_loudness(audio: np.ndarray, sample_rate: int, frame_rate: int = 250, n_fft: int = 1024) -> np.ndarray:
+def compute_loudness(audio: np.ndarray, sample_rate: int, frame_rate: float = 250) -> np.ndarray:
     """A-weighted loudness in dB per frame, floored at -80 dB.
 
-    audio: (n_samples,) float in [-1, 1]. Returns (T,) float32 (see the module's frame convention).
-    Per frame: Hann-windowed power spectrum, each bin weighted by the A-weighting power gain, summed with
-    Parseval's normalisation so the result is the A-weighted mean-square level of the frame (Magenta DDSP's
-    definition up to its constant reference): a sine of amplitude A at 1 kHz reads 20*log10(A) - 3.01 dB.
+    audio: (n_samples,) float in [-1, 1] at sample_rate Hz. Returns (T,) float32 (see the module's frame convention).
+    Per frame: the power spectrum of a Hann window of LOUDNESS_WINDOW_SECONDS (1024 samples at 16 kHz, 3072 at
+    48 kHz), each bin weighted by the A-weighting power gain, summed with Parseval's normalisation so the result
+    is the A-weighted mean-square level of the frame (Magenta DDSP's definition up to its constant reference): a
+    sine of amplitude A at 1 kHz reads 20*log10(A) - 3.01 dB at every sample rate.
     """
     hop = frame_hop(sample_rate, frame_rate)
-    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    window_length = 2 * round(LOUDNESS_WINDOW_SECONDS * sample_rate / 2)
+    n_fft = fft_size(window_length)  # zero-padded to a fast size; Parseval holds for the padded transform
+    window = np.hanning(window_length + 1)[:-1].astype(np.float32)
     frequencies = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     gain = 10.0 ** (a_weighting_db(frequencies) / 10.0)
     gain[1:-1] *= 2.0  # one-sided spectrum: every bin but DC and Nyquist stands for two
+    if n_fft % 2:
+        gain[-1] *= 2.0  # an odd size has no Nyquist bin
     gain /= n_fft * np.sum(window.astype(np.float64) ** 2)
     n_total = n_frames_for(len(audio), hop)
     out = np.empty(n_total, np.float32)
     block = 4096
     for start in range(0, n_total, block):
-        frames = centred_frames(audio, n_fft, hop, start, min(block, n_total - start)) * window
-        power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2 @ gain
+        frames = centred_frames(audio, window_length, hop, start, min(block, n_total - start)) * window
+        power = np.abs(np.fft.rfft(frames, n_fft, axis=-1)) ** 2 @ gain
         out[start : start + len(frames)] = 10.0 * np.log10(np.maximum(power, 1e-20))
     return np.maximum(out, LOUDNESS_FLOOR_DB)
 
@@ -100,31 +145,18 @@ N_HARMONICS = 12  # harmonics the spectral octave check looks at
 SUBHARMONICS = (2, 3, 4, 5, 6)  # period multiples the spectral check tells apart (an octave, a twelfth, ...)
 
 
-def fft_size(n: int) -> int:
-    """The smallest 2^a 3^b 5^c >= n (sizes pocketfft transforms fastest)."""
-    best = 1 << (n - 1).bit_length()
-    power3 = 1
-    while power3 < best:
-        odd = power3
-        while odd < best:
-            best = min(best, odd << (-(-n // odd) - 1).bit_length())  # odd times the power of two that reaches n
-            odd *= 5
-        power3 *= 3
-    return best
-
-
-def _difference(padded: np.ndarray, hop: int, max_lag: int):
+def _difference(padded: np.ndarray, offsets: np.ndarray, max_lag: int):
     """YIN's difference function d(tau), its cumulative mean normalised form d'(tau), tau = 0..max_lag, and the
     frames' power spectra.
 
-    padded: the signal under frames of length W + max_lag, W = max_lag + 2, one every `hop` samples (_padded).
+    padded: the signal under frames of length W + max_lag, W = max_lag + 2, starting at samples `offsets` (n,)
+    of it (_padded).
     d(tau) = sum over the frame's first W samples of (x[j] - x[j + tau])^2. Returns d and d' (n, max_lag + 1), the
     Hann-windowed power spectrum (n, fft_size(W + max_lag) // 2 + 1) and the windows' level in dBFS (n,), mean removed.
     """
     window = max_lag + 2
     length = window + max_lag
-    frames = np.lib.stride_tricks.sliding_window_view(padded, length)[::hop]
-    n = len(frames)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, length)[offsets]
     n_fft = fft_size(length)  # the window is zero beyond `window`, so lags <= max_lag never wrap around
     spectrum = np.fft.rfft(frames, n_fft, axis=-1)
     head = np.fft.rfft(frames[:, :window], n_fft, axis=-1)
@@ -132,8 +164,8 @@ def _difference(padded: np.ndarray, hop: int, max_lag: int):
     # Energy of every window of W samples from one running sum over the signal: running sums in float64 (their
     # differences are small), the per-lag arithmetic in float32.
     power = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
-    window_energy = (power[window:] - power[:-window])[: (n - 1) * hop + max_lag + 1]
-    shifted_energy = np.lib.stride_tricks.sliding_window_view(window_energy.astype(np.float32), max_lag + 1)[::hop]
+    window_energy = (power[window:] - power[:-window])[: offsets[-1] + max_lag + 1]
+    shifted_energy = np.lib.stride_tricks.sliding_window_view(window_energy.astype(np.float32), max_lag + 1)[offsets]
     difference = np.maximum(shifted_energy[:, :1] + shifted_energy - 2.0 * correlation, 0.0)
     difference[:, 0] = 0.0
     running = np.cumsum(difference[:, 1:], axis=-1)
@@ -145,8 +177,8 @@ def _difference(padded: np.ndarray, hop: int, max_lag: int):
     hann[:, 1:-1] -= 0.25 * (spectrum[:, :-2] + spectrum[:, 2:])
     # Level of each window with its mean removed (a DC offset is no sound), dB re full scale.
     total = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
-    window_sum = (total[window:] - total[:-window])[: (n - 1) * hop + 1 : hop]
-    variance = np.maximum(window_energy[: (n - 1) * hop + 1 : hop] - window_sum**2 / window, 0.0) / window
+    window_sum = (total[window:] - total[:-window])[offsets]
+    variance = np.maximum(window_energy[offsets] - window_sum**2 / window, 0.0) / window
     level_db = 10.0 * np.log10(np.maximum(variance, 1e-20))
     return difference, normalised, hann.real**2 + hann.imag**2, level_db
 
@@ -317,7 +349,9 @@ def estimate_f0(
     """Fundamental frequency and voicing confidence: YIN candidates, pYIN's probabilities, a spectral octave check,
     Viterbi smoothing.
 
-    audio: (n_samples,) float. Returns `(f0_hz, confidence)`, each (T,) float32 (see the module's frame convention).
+    audio: (n_samples,) float at sample_rate Hz. Returns `(f0_hz, confidence)`, each (T,) float32 (see the module's
+    frame convention). Audio above ANALYSIS_RATE is analysed decimated to it (soxr), each frame at the decimated
+    sample nearest its time, so the cost per second and the accuracy are those at 16 kHz whatever the rate.
     The defaults span E1 (41 Hz) to C7 (2093 Hz), every instrument of the development corpus; a narrower range
     costs less time (the window is two periods of f0_min_hz) and rules out octave errors beyond it.
     Per frame (a window of two periods of f0_min_hz), YIN's cumulative mean normalised difference d' is computed
@@ -333,10 +367,14 @@ def estimate_f0(
     """
     audio = np.asarray(audio, dtype=np.float32)
     hop = frame_hop(sample_rate, frame_rate)
-    min_lag = max(2, int(np.floor(sample_rate / f0_max_hz)))
-    max_lag = int(np.ceil(sample_rate / f0_min_hz))
-    frame_length = 2 * max_lag + 2
     n_total = n_frames_for(len(audio), hop)
+    rate = min(sample_rate, ANALYSIS_RATE)
+    if rate != sample_rate:
+        audio = soxr.resample(audio, sample_rate, rate, quality="HQ").astype(np.float32)
+    centres = (np.arange(n_total, dtype=np.int64) * hop * rate + sample_rate // 2) // sample_rate  # at `rate`
+    min_lag = max(2, int(np.floor(rate / f0_max_hz)))
+    max_lag = int(np.ceil(rate / f0_min_hz))
+    frame_length = 2 * max_lag + 2
     lags = np.empty((n_total, N_CANDIDATES))
     probs = np.empty((n_total, N_CANDIDATES))
     level_db = np.empty(n_total)
@@ -345,8 +383,10 @@ def estimate_f0(
         count = min(block, n_total - start)
         # d(tau) compares the W samples from the frame's start with those tau later: centre the W on the frame's
         # time, so the estimate is late by half a period at most (a window-long offset smears vibrato).
-        padded = _padded(audio, frame_length, hop, start, count, before=(max_lag + 2) // 2)
-        difference, cmndf, power, level_db[start : start + count] = _difference(padded, hop, max_lag)
+        block_centres = centres[start : start + count]
+        padded = _padded(audio, frame_length, block_centres[0], block_centres[-1], before=(max_lag + 2) // 2)
+        difference, cmndf, power, level_db[start : start + count] = _difference(
+            padded, block_centres - block_centres[0], max_lag)
         block_lags, values = _candidates(difference, cmndf, min_lag)
         lags[start : start + count] = block_lags
         probs[start : start + count] = _octave_arbitration(block_lags, values, _candidate_probabilities(values), power)
@@ -354,7 +394,7 @@ def estimate_f0(
     probs *= np.clip((level_db - SILENCE_DB) / 10.0, 0.0, 1.0)[:, None]
     confidence = probs.sum(axis=1)
     valid = np.isfinite(lags)
-    cents = np.where(valid, 1200.0 * np.log2(np.where(valid, sample_rate / lags, 1.0) / 440.0), np.nan)
+    cents = np.where(valid, 1200.0 * np.log2(np.where(valid, rate / lags, 1.0) / 440.0), np.nan)
     # Emission cost: -log of each candidate's probability relative to the frame's best, weighted by how voiced the
     # frame is (noise and silence do not steer the path); missing candidates never win.
     relative = probs / np.maximum(probs.max(axis=1, keepdims=True), 1e-12)
@@ -364,7 +404,7 @@ def estimate_f0(
     jump_cost = octave_cost * np.minimum(confidence, np.concatenate([confidence[:1], confidence[:-1]]))
     path = _viterbi(cost, cents, jump_cost)
     chosen = lags[np.arange(n_total), path]
-    f0_hz = np.where(np.isfinite(chosen), sample_rate / np.where(np.isfinite(chosen), chosen, 1.0), 0.0)
+    f0_hz = np.where(np.isfinite(chosen), rate / np.where(np.isfinite(chosen), chosen, 1.0), 0.0)
     pitched = (confidence >= PITCHED) & (f0_hz >= f0_min_hz) & (f0_hz <= f0_max_hz)
     f0_hz = _fill_unpitched(f0_hz.astype(np.float32), pitched, np.sqrt(f0_min_hz * f0_max_hz))
     return f0_hz, np.clip(confidence, 0.0, 1.0).astype(np.float32)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import mlx.core as mx
 
+from mlx_ddsp.config import LossConfig
+from mlx_ddsp.features import nearest_fft_size
 from mlx_ddsp.synth import hann_window
 
 DEFAULT_FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
@@ -85,12 +88,14 @@ def multiscale_spectral_loss(
     mag_weight: float = 1.0,
     logmag_weight: float = 1.0,
     waveform_weight: float = 0.0,
+    band: tuple[float, float, int] | None = None,
 ) -> mx.array:
     """Magenta DDSP's spectral reconstruction loss.
 
     target, pred: (B, N) audio. For each FFT size: mag_weight * mean|S_t - S_p| + logmag_weight *
     mean|log S_t - log S_p| over Hann-windowed, 75 %-overlap magnitude spectrograms; summed over sizes, plus
     waveform_weight * mean|target - pred|. Returns a scalar; 0 when target == pred.
+    band: (lo_hz, hi_hz, sample_rate) to average over the bins in [lo_hz, hi_hz) only (a metric of one band).
 
     On the CPU the FFT sizes alternate between two streams (their forward and backward operations too), so the
     two halves run on two cores at once: MLX runs each CPU operation on one thread.
@@ -101,6 +106,10 @@ def multiscale_spectral_loss(
         with mx.stream(streams[i % len(streams)]):
             target_mag = magnitude_spectrogram(target, fft_size)
             pred_mag = magnitude_spectrogram(pred, fft_size)
+            if band is not None:
+                lo_hz, hi_hz, sample_rate = band
+                lo, hi = (max(1, math.ceil(f * fft_size / sample_rate)) for f in (lo_hz, hi_hz))
+                target_mag, pred_mag = target_mag[..., lo:hi], pred_mag[..., lo:hi]
             term = mx.array(0.0)
             if mag_weight:
                 term = term + mag_weight * mx.mean(mx.abs(target_mag - pred_mag))
@@ -110,3 +119,21 @@ def multiscale_spectral_loss(
     if waveform_weight:
         loss = loss + waveform_weight * mx.mean(mx.abs(target - pred))
     return loss
+
+
+def scaled_fft_sizes(fft_sizes, given_rate: int, sample_rate: int) -> list[int]:
+    """FFT sizes given at `given_rate` Hz, for audio at `sample_rate`: the same durations, each rounded to the
+    nearest multiple of 4 (the 75 % overlap's hop) that is 2^a 3^b 5^c (fast FFTs). Unchanged when the rates agree.
+    48 kHz: 2048..64 at 16 kHz -> 6144..192 (Magenta's 48 kHz sizes); 44.1 kHz: -> 5760, 2880, ..., 180."""
+    if given_rate == sample_rate:
+        return list(fft_sizes)
+    return [nearest_fft_size(size * sample_rate / given_rate, 4) for size in fft_sizes]
+
+
+def recipe_loss(loss: LossConfig, sample_rate: int, target: mx.array, pred: mx.array,
+                band_hz: tuple[float, float] | None = None) -> mx.array:
+    """The recipe's `loss` section applied to (B, N) audio at sample_rate: the training, validation and eval loss
+    (band_hz: over that band only, a metric; see `multiscale_spectral_loss`)."""
+    return multiscale_spectral_loss(target, pred, scaled_fft_sizes(loss.fft_sizes, loss.fft_sizes_rate, sample_rate),
+                                    loss.mag_weight, loss.logmag_weight, loss.waveform_weight,
+                                    None if band_hz is None else (*band_hz, sample_rate))

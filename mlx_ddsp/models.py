@@ -17,6 +17,7 @@ import numpy as np
 
 from mlx_ddsp import fastmath, kernels
 from mlx_ddsp.config import Config, ModelConfig, SynthConfig
+from mlx_ddsp.features import frame_hop, nearest_fft_size
 from mlx_ddsp.mfcc import mfcc
 from mlx_ddsp.synth import (audible_harmonics, exp_sigmoid, filtered_noise, harmonic_synth, hz_to_midi,
                             resample_frames, reverb, upsample_frames, wrapped_cumsum)
@@ -274,20 +275,22 @@ class RnnFcDecoder(nn.Module):
 
 
 class MfccEncoder(nn.Module):
-    """Magenta's MfccTimeDistributedRnnEncoder: MFCCs (30 from 128 mels, 20-8000 Hz, 1024-point FFT) -> LayerNorm
-    -> recurrent layer -> dense -> z, computed at `model.z_frame_rate` and interpolated to the decoder's frames."""
+    """Magenta's MfccTimeDistributedRnnEncoder: MFCCs (30 from 128 mels, 20-8000 Hz, a 64 ms FFT: 1024 points at
+    16 kHz) -> LayerNorm -> recurrent layer -> dense -> z, computed at `model.z_frame_rate` and interpolated to the
+    decoder's frames."""
 
     def __init__(self, cfg: ModelConfig, sample_rate: int):
         super().__init__()
         self.sample_rate = sample_rate
-        self.hop = sample_rate // cfg.z_frame_rate
+        self.hop = frame_hop(sample_rate, cfg.z_frame_rate)
+        self.n_fft = nearest_fft_size(1024 * sample_rate / 16000, 2)
         self.norm = nn.LayerNorm(N_MFCC)
         self.rnn = RECURRENT_LAYERS[cfg.recurrent](N_MFCC, cfg.encoder_gru_size)
         self.dense = nn.Linear(cfg.encoder_gru_size, cfg.z_dims)
 
     def __call__(self, audio: mx.array, n_frames: int) -> mx.array:
         """audio: (B, N) -> z: (B, n_frames, z_dims), frames spanning the audio like the decoder's."""
-        features = self.norm(mfcc(audio, self.sample_rate, self.hop, n_mfcc=N_MFCC))
+        features = self.norm(mfcc(audio, self.sample_rate, self.hop, self.n_fft, n_mfcc=N_MFCC))
         hidden, _ = self.rnn(features)
         return resample_frames(self.dense(hidden), n_frames)
 
@@ -308,7 +311,7 @@ class DDSP(nn.Module):
             )
         self.stride = feature_frame_rate // cfg.frame_rate
         self.sample_rate = sample_rate
-        self.hop = sample_rate // feature_frame_rate  # samples per feature frame
+        self.hop = frame_hop(sample_rate, feature_frame_rate)  # samples per feature frame
         self.noise_bias = cfg.noise_bias
         self.n_harmonics = synth_cfg.n_harmonics if synth_cfg.harmonic else 0
         self.n_noise_bands = synth_cfg.n_noise_bands if synth_cfg.noise else 0

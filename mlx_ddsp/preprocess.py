@@ -38,7 +38,7 @@ from mlx_ddsp.cli import UserError, run
 from mlx_ddsp.config import Config, ConfigError, load_config
 from mlx_ddsp.features import FEATURE_NAMES, VOICED_THRESHOLD, compute_loudness, estimate_f0, frame_hop
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: frames a whole hop apart at any rate, pitch analysed at 16 kHz, 64 ms loudness window
 MANIFEST = "manifest.json"
 
 
@@ -63,7 +63,8 @@ def feature_params(cfg: Config) -> dict:
 
 
 def example_hops(cfg: Config) -> int:
-    """Frame hops in one example: an example spans frames [s, s + example_hops] (example_hops + 1 frames)."""
+    """Frame hops in one example: an example spans frames [s, s + example_hops] (example_hops + 1 frames), counted
+    at the nominal frame rate (4 s at 250 frames/s: 1000 hops, 176000 samples = 3.99 s at 44.1 kHz)."""
     hops = cfg.data.example_seconds * cfg.features.frame_rate
     if abs(hops - round(hops)) > 1e-9:
         raise ConfigError("data.example_seconds * features.frame_rate must be a whole number of frames")
@@ -134,7 +135,8 @@ def analyse(audio: np.ndarray, cfg: Config) -> dict:
 def chunk_starts(loudness_db: np.ndarray, cfg: Config) -> tuple[list[int], str | None]:
     """Start frames of the examples kept from one file, or a reason why none is."""
     example_frames = example_hops(cfg)
-    hop_frames = max(1, int(round(cfg.data.hop_seconds * cfg.features.frame_rate)))
+    hop_frames = max(1, round(cfg.data.hop_seconds * cfg.data.sample_rate / frame_hop(cfg.data.sample_rate,
+                                                                                      cfg.features.frame_rate)))
     n_frames = len(loudness_db)
     starts = range(0, n_frames - example_frames, hop_frames)  # example i spans frames [s, s + example_frames]
     silent = loudness_db < cfg.data.silence_db
@@ -247,7 +249,8 @@ def preprocess(cfg: Config, console: Console | None = None) -> dict:
                     reason = f"error while processing ({type(e).__name__}: {e})"
                 if reason is None:
                     entry.update(status="ok", reason=None, key=key, chunks=len(file_starts), starts=file_starts,
-                                 seconds=round((len(cached["loudness_db"]) - 1) / cfg.features.frame_rate, 3))
+                                 seconds=round((len(cached["loudness_db"]) - 1) * frame_hop(
+                                     cfg.data.sample_rate, cfg.features.frame_rate) / cfg.data.sample_rate, 3))
                     arrays.append(cached)
                     starts.append(file_starts)
                 else:

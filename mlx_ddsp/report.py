@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from mlx_ddsp.atomic import atomic_path
-from mlx_ddsp.features import VOICED_THRESHOLD
+from mlx_ddsp.features import VOICED_THRESHOLD, nearest_fft_size
 
 PLAYERS = ("target", "recon", "dry", "harmonic", "noise", "baseline")
 # a dark-to-bright colour map (black, violet, red, orange, pale yellow) for dB images
@@ -163,7 +163,7 @@ def write_report(out_dir: Path, result: dict, sample_rate: int) -> Path:
         f"<p>run <code>{html.escape(result['run_dir'])}</code>, checkpoint <code>{html.escape(result['checkpoint'])}"
         f"</code> (step {result['step']}), {len(result['clips'])} clips.</p>",
         "<h2>Mean over clips</h2>",
-        _metrics_table([("model", result["mean"]["model"]), ("baseline", result["mean"]["baseline"])], metric_names),
+        _metrics_table([(who, result["mean"][who]) for who in ("model", "baseline", "target")], metric_names),
     ]
     for clip in result["clips"]:
         name = clip["name"]
@@ -171,14 +171,13 @@ def write_report(out_dir: Path, result: dict, sample_rate: int) -> Path:
         for which in ("target", "recon"):
             audio, _ = sf.read(folder / f"{which}.wav", dtype="float32")
             with atomic_path(folder / f"{which}.png") as tmp:
-                Path(tmp).write_bytes(png_bytes(spectrogram_image(audio)))
+                Path(tmp).write_bytes(png_bytes(spectrogram_image(audio, nearest_fft_size(1024 * sample_rate / 16000, 2))))
         players = "".join(
             f'<figure><figcaption>{p}</figcaption>'
             f'<audio controls preload="none" src="{html.escape(name)}/{p}.wav"></audio></figure>'
             for p in PLAYERS if (folder / f"{p}.wav").exists()
         )
-        rows = [("model", clip["model"]), ("baseline", clip["baseline"])]
-        rows += [("target (tracker vs truth)", clip["target"])] if "target" in clip else []
+        rows = [("model", clip["model"]), ("baseline", clip["baseline"]), ("target", clip["target"])]
         parts += [
             f"<h2>{html.escape(name)} ({clip['seconds']:.1f} s)</h2>",
             f"<div>{players}</div>",

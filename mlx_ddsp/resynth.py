@@ -28,7 +28,7 @@ from rich.console import Console
 from mlx_ddsp import checkpoint
 from mlx_ddsp.audio import AudioError, load_audio, save_audio
 from mlx_ddsp.cli import UserError, entry_point, run
-from mlx_ddsp.eval import AUDIBLE_DB, VOICED  # VOICED: confidence below which a frame counts as unvoiced
+from mlx_ddsp.metrics import AUDIBLE_DB, VOICED  # VOICED: confidence below which a frame counts as unvoiced
 from mlx_ddsp.features import LOUDNESS_FLOOR_DB, compute_loudness
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, render_long
 from mlx_ddsp.preprocess import analyse

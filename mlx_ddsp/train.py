@@ -34,7 +34,7 @@ from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import Config, config_to_dict, load_config, save_config
 from mlx_ddsp.data import BatchStream, ExampleSet
 from mlx_ddsp.eval import evaluate
-from mlx_ddsp.losses import multiscale_spectral_loss
+from mlx_ddsp.losses import recipe_loss
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, build_model
 from mlx_ddsp.preprocess import cache_dir_for, preprocess
 
@@ -55,12 +55,6 @@ def learning_rate_schedule(cfg: Config):
         return decay
     warmup = optim.linear_schedule(t.learning_rate / t.warmup_steps, t.learning_rate, t.warmup_steps)
     return optim.join_schedules([warmup, decay], [t.warmup_steps])
-
-
-def spectral_loss(cfg: Config, target: mx.array, audio: mx.array) -> mx.array:
-    loss = cfg.loss
-    return multiscale_spectral_loss(target, audio, loss.fft_sizes, loss.mag_weight, loss.logmag_weight,
-                                    loss.waveform_weight)
 
 
 def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config):
@@ -95,7 +89,7 @@ def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config):
 def _compiled_gradients(model: DDSP, cfg: Config, max_harmonics: int | None):
     def loss_fn(audio, f0_hz, loudness_db):
         out = model(f0_hz, loudness_db, audio.shape[1], max_harmonics=max_harmonics, audio=audio)
-        return spectral_loss(cfg, audio, out["audio"])
+        return recipe_loss(cfg.loss, cfg.data.sample_rate, audio, out["audio"])
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     state = [model.state, mx.random.state]  # the parameters must be outputs too, or tracing leaves placeholders
@@ -123,7 +117,7 @@ def validation_loss(model: DDSP, dataset: ExampleSet, indices: list[int], cfg: C
     for start in range(0, len(indices), cfg.train.batch_size):
         batch = dataset.stack(indices[start : start + cfg.train.batch_size])
         audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=key, audio=batch["audio"])["audio"]
-        total += spectral_loss(cfg, batch["audio"], audio).item() * len(batch["audio"])
+        total += recipe_loss(cfg.loss, cfg.data.sample_rate, batch["audio"], audio).item() * len(batch["audio"])
     return total / len(indices)
 
 

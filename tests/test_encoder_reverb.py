@@ -163,8 +163,9 @@ def test_ablate_writes_a_table(tmp_path, monkeypatch):
 
     records = json.loads((out / "ablation.json").read_text())
     assert [r["name"] for r in records] == ["harmonic", "harmonic+noise+reverb+z"]
-    assert all(set(r["metrics"]) == {"spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio"}
-               for r in records)
+    assert all(set(r["metrics"]) == {"spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio",
+                                     "comb_harmonic_share", "branch_harmonic_share"} for r in records)
+    assert records[0]["metrics"]["branch_harmonic_share"] == 1.0  # the harmonic-only variant has no noise
     table = (out / "ablation.md").read_text()
     assert "harmonic+noise+reverb+z" in table and "baseline" in table
     assert (out / "harmonic_noise_reverb_z" / "eval" / "flute_06" / "dry.wav").exists()

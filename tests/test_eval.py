@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from mlx_ddsp import eval as evaluation
+from mlx_ddsp import metrics
 from mlx_ddsp import resynth
 from mlx_ddsp.config import Config, load_config
 from mlx_ddsp.features import estimate_f0
@@ -43,13 +44,15 @@ def test_metrics_against_hand_computed_values():
     cfg = Config()
     target = harmonic_tone(330.0)
     features = analyse(target, cfg)
-    same = evaluation.clip_metrics(target, target, features, cfg)
+    same = metrics.clip_metrics(target, target, features, cfg)
+    share = same.pop("comb_harmonic_share")
     assert same == {"spectral_loss": 0.0, "loudness_l1_db": 0.0, "f0_l1_cents": 0.0, "f0_outlier_ratio": 0.0}
-    sharp = evaluation.clip_metrics(target, harmonic_tone(330.0 * 2 ** (50 / 1200)), features, cfg)
+    assert share > 0.99  # five harmonics and nothing else
+    sharp = metrics.clip_metrics(target, harmonic_tone(330.0 * 2 ** (50 / 1200)), features, cfg)
     assert sharp["f0_l1_cents"] == pytest.approx(50, abs=2) and sharp["f0_outlier_ratio"] == 0.0
-    louder = evaluation.clip_metrics(target, target * 10 ** (6 / 20), features, cfg)
+    louder = metrics.clip_metrics(target, target * 10 ** (6 / 20), features, cfg)
     assert louder["loudness_l1_db"] == pytest.approx(6.0, abs=0.05) and louder["f0_l1_cents"] < 0.5
-    fifth = evaluation.clip_metrics(target, harmonic_tone(330.0 * 1.5), features, cfg)
+    fifth = metrics.clip_metrics(target, harmonic_tone(330.0 * 1.5), features, cfg)
     assert fifth["f0_outlier_ratio"] > 0.95  # 702 cents off on every confident frame
     assert louder["spectral_loss"] > 0 and fifth["spectral_loss"] > louder["spectral_loss"]
 
@@ -90,8 +93,11 @@ def test_eval_writes_clips_metrics_and_a_well_formed_report(run_dir):
         for part in ("target", "recon", "harmonic", "noise", "baseline"):
             audio, sr = sf.read(out / clip["name"] / f"{part}.wav")
             assert sr == SR and len(audio) == clip["n_samples"]  # whole clip, never truncated
-        assert set(clip["model"]) == set(evaluation.METRICS) == set(clip["baseline"])
-    assert set(saved["mean"]) == {"model", "baseline"}
+        at_16k = set(metrics.METRICS) - {"band_spectral_loss", "band_energy_db"}  # no band above 8 kHz here
+        assert set(clip["model"]) == at_16k | {"branch_harmonic_share"} and set(clip["baseline"]) == at_16k
+        assert 0.0 <= clip["model"]["branch_harmonic_share"] <= 1.0
+        assert set(clip["target"]) == {"comb_harmonic_share"}
+    assert set(saved["mean"]) == {"model", "baseline", "target"}
     checker = _Checker()
     checker.feed((out / "report.html").read_text())
     assert not checker.errors and not checker.stack
@@ -113,9 +119,9 @@ def test_eval_on_a_folder_skips_bad_files_and_renders_any_length(run_dir, tmp_pa
 
 def test_truth_metrics_against_hand_counted_frames():
     truth = {"f0_hz": np.full(100, 220.0, np.float32), "voiced": np.arange(100) < 80}
-    assert evaluation.truth_metrics(np.full(100, 220.0), truth) == {"f0_truth_rpa": 1.0, "f0_truth_l1_cents": 0.0}
+    assert metrics.truth_metrics(np.full(100, 220.0), truth) == {"f0_truth_rpa": 1.0, "f0_truth_l1_cents": 0.0}
     track = np.where(np.arange(100) < 20, 440.0, 220.0 * 2 ** (30 / 1200))  # 20 octave errors, 60 frames 30 c sharp
-    scored = evaluation.truth_metrics(track, truth)
+    scored = metrics.truth_metrics(track, truth)
     assert scored["f0_truth_rpa"] == pytest.approx(60 / 80)
     assert scored["f0_truth_l1_cents"] == pytest.approx((20 * 1200 + 60 * 30) / 80)
 

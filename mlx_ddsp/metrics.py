@@ -1,0 +1,146 @@
+"""What a reconstruction is scored on: spectral distance, loudness and pitch errors, the harmonic share of its
+energy and, at studio rates, the band above 8 kHz. Pure functions of audio and feature tracks (numpy, plus the MLX
+loss), used by eval and the benchmarks.
+
+    metrics = clip_metrics(target, recon, target_features, cfg)      # {"spectral_loss": ..., ...}
+
+Clip metrics (see `clip_metrics`):
+  spectral_loss          the recipe's multi-scale spectral loss over the whole clip
+  loudness_l1_db         mean |loudness(recon) - loudness(target)| over frames where the target is above -60 dB
+  f0_l1_cents            mean |f0(recon) - f0(target)| in cents over frames both trackers are >= 0.85 sure of
+  f0_outlier_ratio       share of the target's confident frames where the recon is > 100 cents off or unvoiced
+  comb_harmonic_share    share of the recon's energy near the harmonics of the target's f0 (`comb_harmonic_share`)
+  band_spectral_loss     the spectral loss over 8-20 kHz only (rates above 16 kHz; `BAND_HZ`)
+  band_energy_db         the recon's energy over 8-20 kHz relative to the target's, dB (0: all of it; -inf: none)
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from mlx_ddsp.config import Config
+from mlx_ddsp.features import (LOUDNESS_WINDOW_SECONDS, VOICED_THRESHOLD, centred_frames, compute_loudness,
+                               estimate_f0, fft_size, frame_hop)
+from mlx_ddsp.losses import recipe_loss
+
+AUDIBLE_DB = -60.0  # loudness_l1_db counts target frames above this
+CONFIDENT = 0.85  # f0 metrics use frames the tracker is at least this sure of
+VOICED = VOICED_THRESHOLD  # below this confidence the reconstruction counts as unvoiced
+OUTLIER_CENTS = 100.0
+BAND_HZ = (8000.0, 20000.0)  # the top octave(s) a 16 kHz model cannot reach (capped at Nyquist)
+METRICS = ("spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio", "comb_harmonic_share",
+           "band_spectral_loss", "band_energy_db")
+TRUTH_METRICS = ("f0_truth_rpa", "f0_truth_l1_cents")
+
+
+def clip_metrics(target: np.ndarray, recon: np.ndarray, target_features: dict, cfg: Config,
+                 recon_features: dict | None = None, truth: dict | None = None) -> dict:
+    """The metrics of `recon` against `target` (both (N,) at data.sample_rate; see the module docstring).
+
+    target_features / recon_features: {"f0_hz", "confidence", "loudness_db"} (T,) on the recipe's frames (the
+    recon's are computed when not given). truth: {"f0_hz", "voiced"} (T,) on the same frames, or None.
+    The band metrics are present only when Nyquist is above 8 kHz.
+    """
+    recon_features = recon_features or track(recon, cfg)
+    sample_rate = cfg.data.sample_rate
+    loss = recipe_loss(cfg.loss, sample_rate, mx.array(target[None]), mx.array(recon[None])).item()
+    loud_t, loud_r = target_features["loudness_db"], recon_features["loudness_db"]
+    audible = loud_t > AUDIBLE_DB
+    f0_r, conf_r = recon_features["f0_hz"], recon_features["confidence"]
+    f0_t, conf_t = target_features["f0_hz"], target_features["confidence"]
+    n = min(len(f0_t), len(f0_r))
+    cents = _cents(f0_r[:n], f0_t[:n])
+    confident = conf_t[:n] >= CONFIDENT
+    both = confident & (conf_r[:n] >= CONFIDENT)
+    outliers = confident & ((cents > OUTLIER_CENTS) | (conf_r[:n] < VOICED))
+    hop = frame_hop(sample_rate, cfg.features.frame_rate)
+    metrics = {
+        "spectral_loss": loss,
+        "loudness_l1_db": float(np.mean(np.abs(loud_r[: len(loud_t)] - loud_t)[audible])) if audible.any() else None,
+        "f0_l1_cents": float(np.mean(cents[both])) if both.any() else None,
+        "f0_outlier_ratio": float(np.mean(outliers[confident])) if confident.any() else None,
+        "comb_harmonic_share": comb_harmonic_share(recon, f0_t, conf_t, sample_rate, hop),
+    }
+    if sample_rate / 2 > BAND_HZ[0]:
+        metrics.update(band_metrics(target, recon, cfg))
+    if truth is not None:
+        metrics.update(truth_metrics(f0_r, truth))
+    return metrics
+
+
+def band_metrics(target: np.ndarray, recon: np.ndarray, cfg: Config) -> dict:
+    """band_spectral_loss and band_energy_db of `recon` against `target` over BAND_HZ (capped at Nyquist)."""
+    band = (BAND_HZ[0], min(BAND_HZ[1], cfg.data.sample_rate / 2))
+    target_mx, recon_mx = mx.array(target[None]), mx.array(recon[None])
+    loss = recipe_loss(cfg.loss, cfg.data.sample_rate, target_mx, recon_mx, band).item()
+    energy = [band_energy(x, cfg.data.sample_rate, band) for x in (target, recon)]
+    ratio = energy[1] / energy[0] if energy[0] > 0 else None
+    return {"band_spectral_loss": loss,
+            "band_energy_db": None if ratio is None else float(10.0 * np.log10(max(ratio, 1e-30)))}
+
+
+def band_energy(audio: np.ndarray, sample_rate: int, band_hz: tuple[float, float]) -> float:
+    """Energy of (N,) audio between band_hz[0] and band_hz[1] Hz (sum of squares of the band-passed signal)."""
+    spectrum = np.fft.rfft(np.asarray(audio, dtype=np.float64))
+    frequencies = np.fft.rfftfreq(len(audio), 1.0 / sample_rate)
+    inside = (frequencies >= band_hz[0]) & (frequencies < band_hz[1])
+    return float(2.0 * np.sum(np.abs(spectrum[inside]) ** 2) / len(audio))
+
+
+def comb_harmonic_share(audio: np.ndarray, f0_hz: np.ndarray, confidence: np.ndarray, sample_rate: int,
+                        hop: int) -> float | None:
+    """Share of the energy of (N,) audio that lies near the harmonics of an f0 track: an estimate of how much of a
+    recording is harmonic, applied alike to a target and its reconstruction.
+
+    f0_hz, confidence: (T,) on frames `hop` samples apart. Per frame, Hann-windowed power spectrum
+    (LOUDNESS_WINDOW_SECONDS); in frames with confidence >= VOICED the bins within max(2 bins, 1 % of k f0) (at most
+    f0 / 4) of a multiple k f0 count as harmonic, every other bin and every other frame's energy as not. White noise
+    scores about the comb's share of the band (the tolerance over f0), not 0; a pure harmonic tone about 1.
+    Returns None for a silent clip.
+    """
+    window_length = 2 * round(LOUDNESS_WINDOW_SECONDS * sample_rate / 2)
+    n_fft = fft_size(window_length)
+    window = np.hanning(window_length + 1)[:-1].astype(np.float32)
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)[None, :]
+    audio = np.asarray(audio, dtype=np.float32)
+    n_frames = min(len(f0_hz), len(audio) // hop + 1)
+    harmonic = total = 0.0
+    for start in range(0, n_frames, 1024):
+        count = min(1024, n_frames - start)
+        frames = centred_frames(audio, window_length, hop, start, count) * window
+        power = np.abs(np.fft.rfft(frames, n_fft, axis=-1)) ** 2
+        f0 = np.maximum(f0_hz[start : start + count], 1.0)[:, None]
+        distance = np.abs(frequencies - np.rint(frequencies / f0) * f0)  # to the nearest multiple of f0
+        tolerance = np.minimum(np.maximum(2.0 * sample_rate / n_fft, 0.01 * frequencies), f0 / 4.0)
+        near = (distance <= tolerance) & (frequencies >= f0 / 2.0) & (confidence[start : start + count, None] >= VOICED)
+        harmonic += float(power[near].sum())
+        total += float(power.sum())
+    return harmonic / total if total > 0 else None
+
+
+def branch_harmonic_share(harmonic: np.ndarray, noise: np.ndarray) -> float | None:
+    """The model's own split: energy of its harmonic branch over that of both branches (None if both are silent)."""
+    energies = [float(np.sum(np.asarray(x, dtype=np.float64) ** 2)) for x in (harmonic, noise)]
+    return energies[0] / sum(energies) if sum(energies) > 0 else None
+
+
+def truth_metrics(f0_hz: np.ndarray, truth: dict) -> dict:
+    """f0_truth_rpa and f0_truth_l1_cents of an f0 track (T,) against the truth's voiced frames (None if none)."""
+    n = min(len(f0_hz), len(truth["f0_hz"]))
+    voiced = truth["voiced"][:n]
+    if not voiced.any():
+        return {k: None for k in TRUTH_METRICS}
+    cents = _cents(f0_hz[:n][voiced], truth["f0_hz"][:n][voiced])
+    return {"f0_truth_rpa": float(np.mean(cents < 50.0)), "f0_truth_l1_cents": float(np.mean(cents))}
+
+
+def _cents(f0_hz: np.ndarray, reference_hz: np.ndarray) -> np.ndarray:
+    return np.abs(1200.0 * np.log2(np.maximum(f0_hz, 1e-3) / np.maximum(reference_hz, 1e-3)))
+
+
+def track(audio: np.ndarray, cfg: Config) -> dict:
+    """{"f0_hz", "confidence", "loudness_db"} (T,) of `audio` (N,) on the recipe's frames."""
+    sr, rate = cfg.data.sample_rate, cfg.features.frame_rate
+    f0_hz, confidence = estimate_f0(audio, sr, rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz)
+    return {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": compute_loudness(audio, sr, rate)}
