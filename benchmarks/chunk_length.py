@@ -1,7 +1,7 @@
 """Compiled training step vs. chunk length: step time, audio trained per second, peak memory.
 
     python benchmarks/chunk_length.py [--recipe R] [--chunks 0.5 1 2 4 8] [--batch N] [--steps N] [--f0 HZ] [--quick]
-                                      [--out FILE] [key=value ...]
+                                      [--rates HZ ...] [--out FILE] [key=value ...]
 
 For each model (the recipe's, and the tiny one of recipes/smoke.yaml) and each chunk length, two settings are timed:
 the same batch for every chunk length ("fixed batch"), and the same seconds of audio per batch, i.e. batch x chunk =
@@ -9,7 +9,8 @@ the recipe's batch_size x example_seconds ("fixed audio"). Each setting: one com
 apart), two warm-up steps, then --steps timed steps (median, min, max). Inputs are synthetic (timing does not depend
 on the audio), so no dataset is needed. On Linux the script re-runs itself with OpenBLAS and tcmalloc when they
 are installed (see mlx_ddsp/native.py). --quick: chunks 0.5 1 2, fixed batch only, 3 steps (about a minute);
---chunks and --steps given explicitly win over it.
+--chunks and --steps given explicitly win over it. --rates 16000 48000: the same settings at each sample rate (the
+recipe at that `data.sample_rate`: same seconds of audio, same decoder; FFT sizes scale with the rate).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rich.table import Table
 from common import machine, summary_ms, time_calls, write_json
 from mlx_ddsp.native import use_native_libraries
 from mlx_ddsp.config import load_config
+from mlx_ddsp.features import frame_hop
 from mlx_ddsp.models import build_model
 from mlx_ddsp.train import learning_rate_schedule, make_train_step
 
@@ -36,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def synthetic_batch(batch: int, seconds: float, cfg, f0_hz: float = 330.0) -> tuple[mx.array, mx.array, mx.array]:
     """Audio, and f0 wandering half an octave around f0_hz (which sets how many harmonics can sound)."""
-    n_samples = int(round(seconds * cfg.data.sample_rate))
     n_frames = int(round(seconds * cfg.features.frame_rate)) + 1
+    n_samples = (n_frames - 1) * frame_hop(cfg.data.sample_rate, cfg.features.frame_rate)
     t = np.linspace(0, seconds, n_frames, dtype=np.float32)
     f0 = f0_hz * 2 ** (0.5 * np.sin(2 * np.pi * 0.5 * t + np.arange(batch)[:, None]))
     loudness = -30 + 10 * np.sin(2 * np.pi * 0.3 * t + np.arange(batch)[:, None])
@@ -67,7 +69,7 @@ def measure(cfg, batch: int, seconds: float, steps: int, f0_hz: float) -> dict:
     ms = summary_ms(times)
     peak = mx.get_peak_memory()
     audio_samples = batch * seconds * cfg.data.sample_rate
-    return {"chunk_seconds": seconds, "batch_size": batch, "step_ms_median": ms["median"], "step_ms_min": ms["min"],
+    return {"sample_rate": cfg.data.sample_rate, "chunk_seconds": seconds, "batch_size": batch, "step_ms_median": ms["median"], "step_ms_min": ms["min"],
             "step_ms_max": ms["max"], "compile_s": compile_s,
             "audio_seconds_per_second": batch * seconds / (ms["median"] / 1e3), "peak_memory_bytes": peak,
             "bytes_per_audio_sample": peak / audio_samples, "decoder_frame_rate": cfg.model.frame_rate,
@@ -85,12 +87,11 @@ def main() -> None:
                         help="centre of the synthetic f0 in Hz (it wanders half an octave either way); the synth "
                              "oscillates only harmonics that can sound, so a low f0 (e.g. 110) makes it use all")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rates", type=int, nargs="+", help="sample rates to compare (default: the recipe's)")
     parser.add_argument("--out", help="write the records as JSON here")
     args, overrides = parser.parse_known_args()
     cfg_default = load_config(args.recipe, overrides)
     tiny = load_config(ROOT / "recipes" / "smoke.yaml")
-    cfg_tiny = load_config(args.recipe, overrides)
-    cfg_tiny.model, cfg_tiny.synth = tiny.model, tiny.synth
     # --quick is a preset: flags given explicitly win over it.
     chunks = args.chunks or ([0.5, 1, 2] if args.quick else [0.5, 1, 2, 4, 8])
     steps = args.steps or (3 if args.quick else 20)
@@ -103,22 +104,23 @@ def main() -> None:
                   f"BLAS: {info['blas']}")
     records = []
     table = Table(title=f"compiled train step ({Path(args.recipe).name}, {steps} timed steps)")
-    for column in ("model", "setting", "chunk s", "batch", "median ms", "min-max ms", "compile s", "audio s/s",
+    for column in ("rate", "model", "setting", "chunk s", "batch", "median ms", "min-max ms", "compile s", "audio s/s",
                    "peak MiB", "bytes/sample"):
         table.add_column(column, justify="right")
-    for name, cfg in (("default", cfg_default), ("tiny", cfg_tiny)):
-        if name not in args.models:
-            continue
+    for rate, name in [(r, n) for r in args.rates or [cfg_default.data.sample_rate] for n in args.models]:
+        cfg = load_config(args.recipe, [*overrides, f"data.sample_rate={rate}"])
+        if name == "tiny":
+            cfg.model, cfg.synth = tiny.model, tiny.synth
         for mode in modes:
             for seconds in chunks:
                 b = batch if mode == "fixed batch" else max(1, round(audio_per_batch / seconds))
                 record = {"model": name, "setting": mode, **measure(cfg, b, seconds, steps, args.f0)}
                 records.append(record)
-                table.add_row(name, mode, f"{seconds:g}", str(b), f"{record['step_ms_median']:.0f}",
+                table.add_row(f"{rate / 1000:g} kHz", name, mode, f"{seconds:g}", str(b), f"{record['step_ms_median']:.0f}",
                               f"{record['step_ms_min']:.0f}-{record['step_ms_max']:.0f}", f"{record['compile_s']:.1f}",
                               f"{record['audio_seconds_per_second']:.1f}", f"{record['peak_memory_bytes'] / 2**20:.0f}",
                               f"{record['bytes_per_audio_sample']:.0f}")
-                console.print(f"  {name} {mode} {seconds:g} s x {b}: {record['step_ms_median']:.0f} ms")
+                console.print(f"  {rate} Hz {name} {mode} {seconds:g} s x {b}: {record['step_ms_median']:.0f} ms")
                 write_json(args.out, records)
     console.print(table)
 

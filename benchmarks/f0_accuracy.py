@@ -15,6 +15,8 @@ the JSON too):
   recall      share of truly voiced frames the tracker calls voiced (confidence >= --threshold, the pipeline's 0.5)
   false_alarm share of truly unvoiced frames it calls voiced
 Speed is in multiples of real time with the process pinned to one core (audio resampled beforehand, not timed).
+--sample-rate (default 16000) is the rate the audio is read at and tracked from; where the truth's frames are not
+the tracker's (44.1 kHz: 176-sample hops, 250.57 frames/s), the truth is read at the nearest frame in time.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mlx_ddsp.audio import AUDIO_EXTENSIONS, load_audio
-from mlx_ddsp.features import VOICED_THRESHOLD, estimate_f0
+from mlx_ddsp.features import VOICED_THRESHOLD, estimate_f0, frame_hop
 
 METRICS = ("RPA", "RCA", "octave", "recall", "false_alarm")
 
@@ -55,7 +57,7 @@ def pooled(counts: list[dict]) -> dict:
 def pyin(audio: np.ndarray, sample_rate: int, frame_rate: int, f0_min_hz: float, f0_max_hz: float):
     import librosa
 
-    hop = sample_rate // frame_rate
+    hop = frame_hop(sample_rate, frame_rate)
     frame_length = 1 << int(np.ceil(np.log2(2.2 * sample_rate / f0_min_hz)))  # two periods of the lowest note
     f0, _, probability = librosa.pyin(audio, fmin=f0_min_hz, fmax=f0_max_hz, sr=sample_rate, frame_length=frame_length,
                                       hop_length=hop, fill_na=None, center=True)
@@ -93,17 +95,23 @@ def main() -> None:
             truth_path = args.truth / f"{path.stem}.npz"
             if not truth_path.exists():
                 continue
-            truth = np.load(truth_path)
-            group = str(truth["instrument"]) if "instrument" in truth.files else path.stem
+            truth = dict(np.load(truth_path))
+            group = str(truth["instrument"]) if "instrument" in truth else path.stem
             audio = load_audio(path, args.sample_rate)
             seconds += len(audio) / args.sample_rate
+            truth_rate = float(truth["frame_rate"])
+            hop = frame_hop(args.sample_rate, truth_rate)
+            times = np.arange(len(audio) // hop + 1) * hop / args.sample_rate  # the tracker's frames
+            index = np.rint(times * truth_rate).astype(int)
+            index = index[index < len(truth["f0_hz"])]
+            true_f0, true_voiced, ambiguous = (truth[k][index] for k in ("f0_hz", "voiced", "ambiguous"))
             for name, tracker in trackers.items():
                 start = time.perf_counter()
-                f0_hz, confidence = tracker(audio, args.sample_rate, int(truth["frame_rate"]))
+                f0_hz, confidence = tracker(audio, args.sample_rate, truth_rate)
                 compute[name] += time.perf_counter() - start
-                n = min(len(f0_hz), len(truth["f0_hz"]))
-                arrays = (f0_hz[:n], confidence[:n], truth["f0_hz"][:n], truth["voiced"][:n])
-                counts[name][group].append(scores(*arrays, ~truth["ambiguous"][:n], args.threshold))
+                n = min(len(f0_hz), len(index))
+                arrays = (f0_hz[:n], confidence[:n], true_f0[:n], true_voiced[:n])
+                counts[name][group].append(scores(*arrays, ~ambiguous[:n], args.threshold))
                 with_attacks[name].append(scores(*arrays, np.ones(n, bool), args.threshold))
         condition = {"seconds": seconds, "trackers": {}}
         print(f"\n{folder} ({len(files)} files, {seconds:.0f} s of audio at {args.sample_rate} Hz)")

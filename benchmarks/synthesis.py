@@ -25,7 +25,7 @@ from rich.table import Table
 from common import machine, summary_ms, time_calls, write_json
 from mlx_ddsp.native import use_native_libraries
 from mlx_ddsp.config import load_config
-from mlx_ddsp.features import compute_loudness, estimate_f0
+from mlx_ddsp.features import compute_loudness, estimate_f0, frame_hop
 from mlx_ddsp.models import build_model, render_long
 from mlx_ddsp.preprocess import preprocess
 
@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def render_speed(cfg, batch: int, seconds: float, repeats: int) -> dict:
     mx.random.seed(0)
     model = build_model(cfg)
-    n_samples = int(seconds * cfg.data.sample_rate)
-    n_frames = int(seconds * cfg.features.frame_rate) + 1
+    n_frames = int(round(seconds * cfg.features.frame_rate)) + 1
+    n_samples = (n_frames - 1) * frame_hop(cfg.data.sample_rate, cfg.features.frame_rate)
     f0 = mx.array(np.full((batch, n_frames), 440.0, np.float32) * (1 + 0.01 * np.arange(batch))[:, None])
     loudness = mx.full((batch, n_frames), -30.0)
     times = time_calls(lambda: mx.array(render_long(model, f0, loudness, n_samples)["audio"]), repeats + 1)[1:]

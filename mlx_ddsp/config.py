@@ -34,7 +34,7 @@ class ConfigError(UserError, ValueError):
 @dataclass
 class DataConfig:
     dir: str = "data/flute"  # folder of recordings, scanned recursively
-    cache_dir: str | None = None  # None: `<data.dir>/.mlx_ddsp_cache`
+    cache_dir: str | None = None  # None: `<data.dir>/.mlx_ddsp_cache` (a folder per sample rate inside)
     sample_rate: int = 16000  # Hz, audio is resampled to this
     example_seconds: float = 4.0  # length of one training example
     hop_seconds: float = 1.0  # hop between consecutive examples cut from a file

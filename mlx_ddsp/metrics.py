@@ -95,8 +95,8 @@ def comb_harmonic_share(audio: np.ndarray, f0_hz: np.ndarray, confidence: np.nda
 
     f0_hz, confidence: (T,) on frames `hop` samples apart. Per frame, Hann-windowed power spectrum
     (LOUDNESS_WINDOW_SECONDS); in frames with confidence >= VOICED the bins within max(2 bins, 1 % of k f0) (at most
-    f0 / 4) of a multiple k f0 count as harmonic, every other bin and every other frame's energy as not. White noise
-    scores about the comb's share of the band (the tolerance over f0), not 0; a pure harmonic tone about 1.
+    f0 / 8) of a multiple k f0 count as harmonic, every other bin and every other frame's energy as not. White noise
+    scores the comb's share of the band (its width over f0: 0.23 for a 220-330 Hz track), not 0; a harmonic tone ~1.
     Returns None for a silent clip.
     """
     window_length = 2 * round(LOUDNESS_WINDOW_SECONDS * sample_rate / 2)
@@ -112,7 +112,7 @@ def comb_harmonic_share(audio: np.ndarray, f0_hz: np.ndarray, confidence: np.nda
         power = np.abs(np.fft.rfft(frames, n_fft, axis=-1)) ** 2
         f0 = np.maximum(f0_hz[start : start + count], 1.0)[:, None]
         distance = np.abs(frequencies - np.rint(frequencies / f0) * f0)  # to the nearest multiple of f0
-        tolerance = np.minimum(np.maximum(2.0 * sample_rate / n_fft, 0.01 * frequencies), f0 / 4.0)
+        tolerance = np.minimum(np.maximum(2.0 * sample_rate / n_fft, 0.01 * frequencies), f0 / 8.0)
         near = (distance <= tolerance) & (frequencies >= f0 / 2.0) & (confidence[start : start + count, None] >= VOICED)
         harmonic += float(power[near].sum())
         total += float(power.sum())

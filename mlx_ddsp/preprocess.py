@@ -9,7 +9,8 @@ frames below `data.silence_db`. A file shorter than one example is zero-padded t
 not mostly silence). Files are split into train / validation by file (`data.val_files`, or a seeded
 `data.val_fraction`), so no recording lands in both.
 
-Cache (`data.cache_dir`, default `<data.dir>/.mlx_ddsp_cache`):
+Cache (`cache_dir_for`: under `data.cache_dir`, default `<data.dir>/.mlx_ddsp_cache`, one folder per sample rate and
+frame rate, e.g. `16000hz_250fps/`):
     manifest.json      {"params": {...}, "files": [{"path", "status", "reason", "split", "chunks", ...}], "stats", ...}
     files/<key>.npz    audio (n_samples,), f0_hz, confidence, loudness_db (T,) for one file
 The key hashes the file's path, size, modification time and the feature parameters, so a re-run with nothing
@@ -47,7 +48,10 @@ class PreprocessError(UserError):
 
 
 def cache_dir_for(cfg: Config) -> Path:
-    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.data.dir) / ".mlx_ddsp_cache"
+    """`<data.cache_dir or data.dir/.mlx_ddsp_cache>/<rate>hz_<frame rate>fps`: one cache per sample and frame rate,
+    so recipes at 16 and 48 kHz on one folder keep their features side by side."""
+    root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.data.dir) / ".mlx_ddsp_cache"
+    return root / f"{cfg.data.sample_rate}hz_{cfg.features.frame_rate:g}fps"
 
 
 def feature_params(cfg: Config) -> dict:

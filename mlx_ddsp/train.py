@@ -34,7 +34,8 @@ from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import Config, config_to_dict, load_config, save_config
 from mlx_ddsp.data import BatchStream, ExampleSet
 from mlx_ddsp.eval import evaluate
-from mlx_ddsp.losses import recipe_loss
+from mlx_ddsp.features import frame_hop
+from mlx_ddsp.losses import recipe_loss, scaled_fft_sizes
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, build_model
 from mlx_ddsp.preprocess import cache_dir_for, preprocess
 
@@ -101,6 +102,26 @@ def _compiled_gradients(model: DDSP, cfg: Config, max_harmonics: int | None):
         return loss, grads, grad_norm
 
     return gradients
+
+
+def rate_notes(cfg: Config, stats: dict) -> list[str]:
+    """What the sample rate sets: the frame hops, the loss's FFT sizes, and how far the harmonics reach."""
+    sample_rate, nyquist_khz = cfg.data.sample_rate, cfg.data.sample_rate / 2000
+    hop = frame_hop(sample_rate, cfg.features.frame_rate)
+    stride = cfg.features.frame_rate // cfg.model.frame_rate
+    sizes = scaled_fft_sizes(cfg.loss.fft_sizes, cfg.loss.fft_sizes_rate, sample_rate)
+    notes = [f"{sample_rate} Hz: features every {hop} samples ({sample_rate / hop:.4g} frames/s), decoder every "
+             f"{hop * stride}; loss FFT sizes {', '.join(map(str, sizes))}"]
+    low_f0 = ((stats.get("f0_hz") or {}).get("quantiles") or {}).get("0.05")
+    if cfg.synth.harmonic and low_f0:
+        reach_khz = min(cfg.synth.n_harmonics * low_f0 / 1000, nyquist_khz)
+        note = (f"synth: {cfg.synth.n_harmonics} harmonics of the training set's 5th-percentile f0 ({low_f0:.0f} Hz) "
+                f"reach {reach_khz:.1f} of {nyquist_khz:g} kHz")
+        if reach_khz < 0.9 * nyquist_khz:
+            note = (f"[yellow]{note}[/yellow]; synth.n_harmonics={int(np.ceil(1000 * nyquist_khz / low_f0))} "
+                    "would reach Nyquist")
+        notes.append(note)
+    return notes
 
 
 def validation_indices(n_examples: int, max_examples: int) -> list[int]:
@@ -202,6 +223,8 @@ def train(cfg: Config, console: Console | None = None) -> dict:
         model.decoder_frames(train_set.n_frames)
     except ValueError as e:
         raise TrainingError(f"data.example_seconds does not fit model.frame_rate: {e}") from e
+    for line in rate_notes(cfg, train_set.stats):
+        console.print(line)
     optimizer = optim.Adam(learning_rate=learning_rate_schedule(cfg), bias_correction=True)
     optimizer.init(model.trainable_parameters())
     state = {"step": 0, "elapsed_s": 0.0, "best_val_loss": None, "bad_steps_total": 0}

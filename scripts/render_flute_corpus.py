@@ -6,7 +6,7 @@ Kept out of the package's main path: it needs Debian's `fluidsynth` and `fluid-s
     python scripts/render_flute_corpus.py [--files 8] [--seconds 30] [--seed 1]
 
 Each file is a melody in the flute's range (GM program 74, MIDI 60-93; see `midi_corpus.py`), rendered at
-44.1 kHz and resampled to 16 kHz. `voiced` marks frames where a note sounds: while it is held, and in its release
+48 kHz (the 16 kHz recipes resample it when they build their cache). `voiced` marks frames where a note sounds: while it is held, and in its release
 until the next note starts or the rendered audio falls below -60 dB (the only use of the audio in the truth; the
 pitch of a release is the note's last pitch). `ambiguous` marks the first 60 ms of every note, where the sampled
 flute's attack (which carries sub-octave energy in FluidR3) overlaps the previous note's release; the f0 benchmark
@@ -21,12 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from midi_corpus import FRAME_RATE, Instrument, compose, render, sounding_truth, write_midi
 
-RENDER_RATE = 44100
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 48000
 FLUTE = Instrument("flute", program=73, low=60, high=93, start_low=67, start_high=84)  # GM program 74
 
 
@@ -46,8 +44,7 @@ def main() -> None:
             name = f"flute_{i:02d}"
             events, midi_pitch, held, onsets = compose(rng, args.seconds, FLUTE)
             write_midi(Path(tmp) / f"{name}.mid", events)
-            audio = render(Path(tmp) / f"{name}.mid", Path(tmp) / f"{name}.wav", RENDER_RATE)
-            audio = soxr.resample(audio, RENDER_RATE, SAMPLE_RATE, quality="HQ")
+            audio = render(Path(tmp) / f"{name}.mid", Path(tmp) / f"{name}.wav", SAMPLE_RATE)
             audio = audio[: int(args.seconds * SAMPLE_RATE)]
             audio *= 0.9 / max(np.max(np.abs(audio)), 1e-9)
             sf.write(audio_dir / f"{name}.flac", audio, SAMPLE_RATE, subtype="PCM_16")

@@ -1,5 +1,7 @@
 """Recipe loading, typed overrides, helpful errors and the YAML round trip."""
 
+from pathlib import Path
+
 import pytest
 
 from mlx_ddsp.config import Config, ConfigError, all_keys, load_config, save_config
@@ -71,3 +73,14 @@ def test_round_trip(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_bundled_recipe_builds_its_model(recipe):
+    from mlx_ddsp.models import build_model
+    from mlx_ddsp.preprocess import example_hops
+
+    cfg = load_config(recipe)
+    assert Path(cfg.data.dir).name == "flute"
+    build_model(cfg).decoder_frames(example_hops(cfg) + 1)  # the examples fall on the decoder's grid

@@ -63,7 +63,7 @@ def test_bad_inputs_are_skipped_with_reasons_and_good_files_kept(tmp_path):
         assert reason in by_path[path]["reason"], (path, by_path[path]["reason"])
     assert not any("loop" in p for p in by_path)
     assert by_path["short.wav"]["status"] == "ok" and by_path["short.wav"]["chunks"] == 1
-    on_disk = json.loads((d / ".mlx_ddsp_cache" / "manifest.json").read_text())
+    on_disk = json.loads((d / ".mlx_ddsp_cache" / "16000hz_250fps" / "manifest.json").read_text())
     assert on_disk["files"] == manifest["files"]
     # Resampled files have the right length at 16 kHz.
     rate8k = by_path["rate8k.wav"]
@@ -97,7 +97,8 @@ def test_chunking_and_split_by_file(tmp_path):
     assert [f["split"] for f in again["files"]] == splits  # deterministic from the seed
     named = pp.preprocess(config(tmp_path, "data.val_files=[f1.wav]"))
     assert [f["split"] for f in named["files"]] == ["train", "validation", "train", "train", "train"]
-    train, val = ExampleSet(tmp_path / ".mlx_ddsp_cache", "train"), ExampleSet(tmp_path / ".mlx_ddsp_cache", "validation")
+    cache = tmp_path / ".mlx_ddsp_cache" / "16000hz_250fps"  # one folder per sample and frame rate
+    train, val = ExampleSet(cache, "train"), ExampleSet(cache, "validation")
     assert set(train.names).isdisjoint(val.names)
     assert len(train) == 20 and len(val) == 5
     stats = named["stats"]
@@ -133,7 +134,7 @@ def test_rerun_reuses_cache_and_changes_invalidate(tmp_path, monkeypatch):
     manifest = pp.preprocess(config(tmp_path, "features.f0_max_hz=1500", "data.hop_seconds=0.25"))
     assert calls == []  # chunking only: features reused
     assert manifest["files"][0]["chunks"] == 5
-    assert len(list((tmp_path / ".mlx_ddsp_cache" / "files").glob("*.npz"))) == 3  # stale entries removed
+    assert len(list((tmp_path / ".mlx_ddsp_cache" / "16000hz_250fps" / "files").glob("*.npz"))) == 3  # stale entries removed
 
 
 def test_interrupted_write_leaves_no_half_cache(tmp_path, monkeypatch):
@@ -151,7 +152,7 @@ def test_interrupted_write_leaves_no_half_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(pp, "compute_file_features", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         pp.preprocess(config(tmp_path))
-    cache = tmp_path / ".mlx_ddsp_cache"
+    cache = tmp_path / ".mlx_ddsp_cache" / "16000hz_250fps"
     assert not (cache / "manifest.json").exists()
     assert [p.name.endswith(".npz") for p in (cache / "files").iterdir()] == [True]  # one whole file, no temporaries
     monkeypatch.setattr(pp, "compute_file_features", real)
@@ -162,7 +163,7 @@ def test_interrupted_write_leaves_no_half_cache(tmp_path, monkeypatch):
 def test_corrupt_cache_entry_is_recomputed(tmp_path):
     sf.write(tmp_path / "a.wav", tone(2.0), SR)
     pp.preprocess(config(tmp_path))
-    (npz,) = (tmp_path / ".mlx_ddsp_cache" / "files").glob("*.npz")
+    (npz,) = (tmp_path / ".mlx_ddsp_cache" / "16000hz_250fps" / "files").glob("*.npz")
     npz.write_bytes(b"truncated")
     assert pp.preprocess(config(tmp_path))["files"][0]["status"] == "ok"
 
@@ -187,7 +188,7 @@ def test_batches_are_seeded_full_and_resumable(tmp_path):
     for i in range(3):
         sf.write(tmp_path / f"f{i}.wav", tone(3.0, f0=250.0 + 40 * i), SR)
     pp.preprocess(config(tmp_path, "data.val_fraction=0"))
-    dataset = ExampleSet(tmp_path / ".mlx_ddsp_cache", "train")
+    dataset = ExampleSet(tmp_path / ".mlx_ddsp_cache" / "16000hz_250fps", "train")
     stream = BatchStream(dataset, batch_size=5, seed=7)
     batch = stream.batch(0)
     assert batch["audio"].shape == (5, SR) and batch["f0_hz"].shape == (5, 251)
