@@ -89,12 +89,18 @@ def multiscale_spectral_loss(
     logmag_weight: float = 1.0,
     waveform_weight: float = 0.0,
     band: tuple[float, float, int] | None = None,
+    reference_sizes=None,
 ) -> mx.array:
     """Magenta DDSP's spectral reconstruction loss.
 
     target, pred: (B, N) audio. For each FFT size: mag_weight * mean|S_t - S_p| + logmag_weight *
     mean|log S_t - log S_p| over Hann-windowed, 75 %-overlap magnitude spectrograms; summed over sizes, plus
     waveform_weight * mean|target - pred|. Returns a scalar; 0 when target == pred.
+    reference_sizes: the sizes fft_sizes were scaled from to another sample rate (`scaled_fft_sizes`), or None.
+        Each spectrogram is then divided by size / reference size (a sound's magnitudes match the reference rate's)
+        and its means are weighted by its bin count over the reference's, so the loss of a sound with nothing
+        above the reference's Nyquist is its loss at the reference rate, and a band above adds its own part. (Plain
+        means would spread the log term over 3x the bins at 48 kHz: a third of the weight on 0-8 kHz.)
     band: (lo_hz, hi_hz, sample_rate) to average over the bins in [lo_hz, hi_hz) only (a metric of one band).
 
     On the CPU the FFT sizes alternate between two streams (their forward and backward operations too), so the
@@ -106,7 +112,13 @@ def multiscale_spectral_loss(
         with mx.stream(streams[i % len(streams)]):
             target_mag = magnitude_spectrogram(target, fft_size)
             pred_mag = magnitude_spectrogram(pred, fft_size)
+            weight = 1.0
+            if reference_sizes is not None and reference_sizes[i] != fft_size:
+                ratio = fft_size / reference_sizes[i]
+                target_mag, pred_mag = target_mag / ratio, pred_mag / ratio
+                weight = (fft_size // 2 + 1) / (reference_sizes[i] // 2 + 1)
             if band is not None:
+                weight = 1.0  # a mean over the band's bins
                 lo_hz, hi_hz, sample_rate = band
                 lo, hi = (max(1, math.ceil(f * fft_size / sample_rate)) for f in (lo_hz, hi_hz))
                 target_mag, pred_mag = target_mag[..., lo:hi], pred_mag[..., lo:hi]
@@ -115,7 +127,7 @@ def multiscale_spectral_loss(
                 term = term + mag_weight * mx.mean(mx.abs(target_mag - pred_mag))
             if logmag_weight:
                 term = term + logmag_weight * mx.mean(mx.abs(safe_log(target_mag) - safe_log(pred_mag)))
-        loss = loss + term
+        loss = loss + weight * term
     if waveform_weight:
         loss = loss + waveform_weight * mx.mean(mx.abs(target - pred))
     return loss
@@ -132,8 +144,12 @@ def scaled_fft_sizes(fft_sizes, given_rate: int, sample_rate: int) -> list[int]:
 
 def recipe_loss(loss: LossConfig, sample_rate: int, target: mx.array, pred: mx.array,
                 band_hz: tuple[float, float] | None = None) -> mx.array:
-    """The recipe's `loss` section applied to (B, N) audio at sample_rate: the training, validation and eval loss
-    (band_hz: over that band only, a metric; see `multiscale_spectral_loss`)."""
-    return multiscale_spectral_loss(target, pred, scaled_fft_sizes(loss.fft_sizes, loss.fft_sizes_rate, sample_rate),
-                                    loss.mag_weight, loss.logmag_weight, loss.waveform_weight,
-                                    None if band_hz is None else (*band_hz, sample_rate))
+    """The recipe's `loss` section applied to (B, N) audio at sample_rate: the training, validation and eval loss.
+
+    At a rate other than loss.fft_sizes_rate the sizes scale and the loss stays the reference rate's loss plus the
+    band above its Nyquist (see `multiscale_spectral_loss`'s reference_sizes). band_hz: over that band only, a
+    metric."""
+    sizes = scaled_fft_sizes(loss.fft_sizes, loss.fft_sizes_rate, sample_rate)
+    return multiscale_spectral_loss(target, pred, sizes, loss.mag_weight, loss.logmag_weight, loss.waveform_weight,
+                                    None if band_hz is None else (*band_hz, sample_rate),
+                                    None if sizes == list(loss.fft_sizes) else loss.fft_sizes)

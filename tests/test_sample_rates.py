@@ -75,6 +75,38 @@ def test_loss_fft_sizes_keep_their_durations():
             assert size / rate == pytest.approx(given / 16000, rel=0.1)
 
 
+def partials(sample_rate, amplitudes, seconds=1.0, f0_hz=311.0):
+    """A sum of harmonics of f0_hz with the given amplitudes (all below 8 kHz), sampled at sample_rate, faded in and
+    out over 0.1 s (an abrupt start would click across the whole band)."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    fade = np.sin(np.pi / 2 * np.clip(np.minimum(t, seconds - t) / 0.1, 0, 1)) ** 2
+    return (fade * sum(a * np.sin(2 * np.pi * (k + 1) * f0_hz * t) for k, a in enumerate(amplitudes))).astype(np.float32)
+
+
+@pytest.mark.parametrize("sample_rate", [32000, 48000])
+def test_the_loss_of_a_band_limited_sound_does_not_depend_on_the_rate(sample_rate):
+    from mlx_ddsp.config import LossConfig
+    from mlx_ddsp.losses import DEFAULT_FFT_SIZES, multiscale_spectral_loss, recipe_loss
+
+    rng = np.random.default_rng(0)
+    target_amplitudes = 0.3 / np.arange(1, 21)
+    pred_amplitudes = target_amplitudes * rng.uniform(0.5, 1.5, 20)
+
+    def loss(rate):
+        target, pred = (mx.array(partials(rate, a)[None]) for a in (target_amplitudes, pred_amplitudes))
+        return recipe_loss(LossConfig(), rate, target, pred).item()
+
+    at_16k = loss(16000)
+    assert at_16k == pytest.approx(multiscale_spectral_loss(mx.array(partials(16000, target_amplitudes)[None]),
+                                                            mx.array(partials(16000, pred_amplitudes)[None])).item())
+    # Nothing above 8 kHz: the 16 kHz loss, but for the short windows' leakage above 8 kHz (a few %). Magenta's plain
+    # means over 3x the bins would put the log term at a third of its weight, far off.
+    assert loss(sample_rate) == pytest.approx(at_16k, rel=0.06)
+    target, pred = (mx.array(partials(sample_rate, a)[None]) for a in (target_amplitudes, pred_amplitudes))
+    plain = multiscale_spectral_loss(target, pred, scaled_fft_sizes(DEFAULT_FFT_SIZES, 16000, sample_rate)).item()
+    assert abs(plain / at_16k - 1) > 0.15
+
+
 def test_phase_stays_exact_over_four_seconds_at_48k():
     sample_rate, n = 48000, 4 * 48000
     f0 = 261.63 * 2 ** (0.5 * np.sin(np.arange(n) / n * 2 * np.pi))  # a slow half-octave swing, irrational steps
@@ -164,3 +196,16 @@ def test_a_44k_input_through_a_48k_model(tones_48k, tmp_path):
     assert rate == 48000 and len(out) == int(1.5 * 48000)
     f0_hz, confidence = estimate_f0(out.astype(np.float32), 48000)
     assert np.isfinite(out).all() and len(f0_hz) == len(out) // 192 + 1
+
+
+def test_training_says_how_far_the_harmonics_reach():
+    from mlx_ddsp.train import rate_notes
+
+    cfg = load_config(None, ["data.sample_rate=48000"])
+    low = {"f0_hz": {"quantiles": {"0.05": 82.0}}}  # a cello's low E: 100 harmonics reach 8.2 kHz
+    rates, reach = rate_notes(cfg, low)
+    assert "192 samples" in rates and "6144, 3072, 1536, 768, 384, 192" in rates
+    assert "reach 8.2 of 24 kHz" in reach and "synth.n_harmonics=293" in reach
+    (_, flute) = rate_notes(cfg, {"f0_hz": {"quantiles": {"0.05": 262.0}}})
+    assert "reach 24.0 of 24 kHz" in flute and "n_harmonics=" not in flute
+    assert len(rate_notes(cfg, {"f0_hz": None})) == 1  # no voiced frames: nothing to say about harmonics
