@@ -9,7 +9,8 @@ features it extracts itself (as `python -m mlx_ddsp.eval RUN --data` does), and 
 (soxr): a 16 kHz model's output upsampled has nothing above 8 kHz, which is the baseline the 48 kHz model has to
 beat. Scores against the target (see mlx_ddsp/metrics.py): band_energy_db (the output's 8-20 kHz energy relative
 to the target's; 0 dB is all of it), band_spectral_loss (the multi-scale spectral loss over 8-20 kHz only, with the
-FFT sizes of the reference run, the first one), and the full-band spectral_loss at --rate.
+FFT sizes of the reference run, the first one), the full-band spectral_loss at --rate, and spectral_loss_16k: the
+loss of the output and the target both resampled to 16 kHz (the band every model has; the 16 kHz loss).
 """
 
 from __future__ import annotations
@@ -55,21 +56,24 @@ def main() -> None:
                 recon = soxr.resample(recon, cfg.data.sample_rate, args.rate, quality="HQ").astype(np.float32)
             recon = np.pad(recon, (0, max(0, len(target) - len(recon))))[: len(target)]
             full = recipe_loss(reference.loss, args.rate, mx.array(target[None]), mx.array(recon[None])).item()
+            low = [mx.array(soxr.resample(x, args.rate, 16000, quality="HQ").astype(np.float32)[None])
+                   for x in (target, recon)]
             records.append({"file": path.name, "run": str(run), "model_rate": cfg.data.sample_rate,
-                            "spectral_loss": full, **band_metrics(target, recon, reference)})
+                            "spectral_loss": full, "spectral_loss_16k": recipe_loss(reference.loss, 16000, *low).item(),
+                            **band_metrics(target, recon, reference)})
     console = Console(width=140)
     info = machine()
     table = Table(title=f"8-20 kHz against the target at {args.rate} Hz ({info['device']}, mlx {info['mlx_version']})")
-    for column in ("run", "model rate", "band_energy_db", "band_spectral_loss", f"spectral_loss at {args.rate}"):
+    names = ("band_energy_db", "band_spectral_loss", "spectral_loss", "spectral_loss_16k")
+    for column in ("run", "model rate", *names[:2], f"spectral_loss at {args.rate}", "at 16 kHz"):
         table.add_column(column, justify="right")
     summary = []
     for run, _, cfg in models:
         mine = [r for r in records if r["run"] == str(run)]
-        mean = {k: float(np.mean([r[k] for r in mine])) for k in ("band_energy_db", "band_spectral_loss",
-                                                                   "spectral_loss")}
+        mean = {k: float(np.mean([r[k] for r in mine])) for k in names}
         summary.append({"run": str(run), "model_rate": cfg.data.sample_rate, "files": len(mine), **mean})
         table.add_row(str(run), str(cfg.data.sample_rate), f"{mean['band_energy_db']:.1f}",
-                      f"{mean['band_spectral_loss']:.3f}", f"{mean['spectral_loss']:.3f}")
+                      *(f"{mean[k]:.3f}" for k in names[1:]))
     console.print(table)
     write_json(args.out, [{"machine": info, "rate": args.rate, "mean": summary, "files": records}])
 

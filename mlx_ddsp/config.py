@@ -78,7 +78,7 @@ class SynthConfig:
 @dataclass
 class LossConfig:
     fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128, 64])
-    fft_sizes_rate: int = 16000  # Hz the fft_sizes are given at: they scale with data.sample_rate (6144..192 at 48 kHz)
+    fft_sizes_rate: int = 16000  # Hz the fft_sizes are given at; they scale to data.sample_rate (48 kHz: 6144..192)
     mag_weight: float = 1.0  # weight of L1 on linear magnitudes
     logmag_weight: float = 1.0  # weight of L1 on log magnitudes
     waveform_weight: float = 0.0  # weight of a waveform L1 term

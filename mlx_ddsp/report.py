@@ -171,7 +171,8 @@ def write_report(out_dir: Path, result: dict, sample_rate: int) -> Path:
         for which in ("target", "recon"):
             audio, _ = sf.read(folder / f"{which}.wav", dtype="float32")
             with atomic_path(folder / f"{which}.png") as tmp:
-                Path(tmp).write_bytes(png_bytes(spectrogram_image(audio, nearest_fft_size(1024 * sample_rate / 16000, 2))))
+                image = spectrogram_image(audio, n_fft=nearest_fft_size(1024 * sample_rate / 16000, 2))  # 64 ms
+                Path(tmp).write_bytes(png_bytes(image))
         players = "".join(
             f'<figure><figcaption>{p}</figcaption>'
             f'<audio controls preload="none" src="{html.escape(name)}/{p}.wav"></audio></figure>'
