@@ -112,10 +112,9 @@ def multiscale_spectral_loss(
         with mx.stream(streams[i % len(streams)]):
             target_mag = magnitude_spectrogram(target, fft_size)
             pred_mag = magnitude_spectrogram(pred, fft_size)
-            weight = 1.0
+            ratio, weight = 1.0, 1.0
             if reference_sizes is not None and reference_sizes[i] != fft_size:
-                ratio = fft_size / reference_sizes[i]
-                target_mag, pred_mag = target_mag / ratio, pred_mag / ratio
+                ratio = fft_size / reference_sizes[i]  # magnitudes / ratio, folded into the terms below
                 weight = (fft_size // 2 + 1) / (reference_sizes[i] // 2 + 1)
             if band is not None:
                 weight = 1.0  # a mean over the band's bins
@@ -124,9 +123,10 @@ def multiscale_spectral_loss(
                 target_mag, pred_mag = target_mag[..., lo:hi], pred_mag[..., lo:hi]
             term = mx.array(0.0)
             if mag_weight:
-                term = term + mag_weight * mx.mean(mx.abs(target_mag - pred_mag))
-            if logmag_weight:
-                term = term + logmag_weight * mx.mean(mx.abs(safe_log(target_mag) - safe_log(pred_mag)))
+                term = term + (mag_weight / ratio) * mx.mean(mx.abs(target_mag - pred_mag))
+            if logmag_weight:  # log(max(S / ratio, eps)) differences = log(max(S, eps * ratio)) differences
+                floor = 1e-5 * ratio
+                term = term + logmag_weight * mx.mean(mx.abs(safe_log(target_mag, floor) - safe_log(pred_mag, floor)))
         loss = loss + weight * term
     if waveform_weight:
         loss = loss + waveform_weight * mx.mean(mx.abs(target - pred))
