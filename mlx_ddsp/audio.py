@@ -40,6 +40,14 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def file_rate(path: str | Path) -> int | None:
+    """The sample rate a file was recorded at (its header), or None if it cannot be read."""
+    try:
+        return int(sf.info(str(path)).samplerate)
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
+        return None
+
+
 def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     """Write mono audio (WAV or FLAC by extension, 16-bit for FLAC, float for WAV), atomically."""
     path = Path(path)

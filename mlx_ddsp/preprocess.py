@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mlx_ddsp.atomic import atomic_path
-from mlx_ddsp.audio import AUDIO_EXTENSIONS, AudioError, load_audio
+from mlx_ddsp.audio import AUDIO_EXTENSIONS, AudioError, file_rate, load_audio
 from mlx_ddsp.cli import UserError, run
 from mlx_ddsp.config import Config, ConfigError, load_config
 from mlx_ddsp.features import FEATURE_NAMES, VOICED_THRESHOLD, compute_loudness, estimate_f0, frame_hop
@@ -253,6 +253,7 @@ def preprocess(cfg: Config, console: Console | None = None) -> dict:
                     reason = f"error while processing ({type(e).__name__}: {e})"
                 if reason is None:
                     entry.update(status="ok", reason=None, key=key, chunks=len(file_starts), starts=file_starts,
+                                 source_rate=file_rate(path),
                                  seconds=round((len(cached["loudness_db"]) - 1) * frame_hop(
                                      cfg.data.sample_rate, cfg.features.frame_rate) / cfg.data.sample_rate, 3))
                     arrays.append(cached)
@@ -305,6 +306,14 @@ def print_summary(manifest: dict, console: Console, computed: int, seconds: floa
     console.print(table)
     for f in skipped:
         console.print(f"  [yellow]skipped[/yellow] {f['path']}: {f['reason']}")
+    sample_rate = manifest["params"]["sample_rate"]
+    below = sorted((f for f in ok if (f.get("source_rate") or sample_rate) < sample_rate),
+                   key=lambda f: f["source_rate"])
+    if below:
+        low = below[0]
+        console.print(f"  [yellow]note[/yellow] {len(below)} file(s) recorded below data.sample_rate={sample_rate} "
+                      f"Hz (lowest: {low['path']}, {low['source_rate']} Hz): resampled up, they hold nothing above "
+                      f"{low['source_rate'] / 2000:g} kHz, so the model learns less of the top band from them")
     console.print(f"{computed} file(s) analysed, {len(ok) - computed} reused from the cache, in {seconds:.1f} s")
 
 

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
+from rich.console import Console
 
 from mlx_ddsp import preprocess as pp
 from mlx_ddsp.config import load_config
@@ -49,7 +50,8 @@ def test_bad_inputs_are_skipped_with_reasons_and_good_files_kept(tmp_path):
     os.symlink(d / "good1.wav", d / "link_to_good1.wav")
     os.symlink(d / "missing.wav", d / "broken_link.wav")
     os.symlink(d, d / "nested" / "loop")  # a link back up the tree
-    manifest = pp.preprocess(config(d))
+    console = Console(record=True, width=300)
+    manifest = pp.preprocess(config(d), console)
     by_path = {f["path"]: f for f in manifest["files"]}
     ok = {p for p, f in by_path.items() if f["status"] == "ok"}
     assert {"good1.wav", "nested/deeper/good2.flac", "rate8k.wav", "rate96k.wav", "stereo.wav", "six_channels.wav"} <= ok
@@ -68,6 +70,9 @@ def test_bad_inputs_are_skipped_with_reasons_and_good_files_kept(tmp_path):
     # Resampled files have the right length at 16 kHz.
     rate8k = by_path["rate8k.wav"]
     assert rate8k["seconds"] == pytest.approx(2.0, abs=0.01)
+    assert rate8k["source_rate"] == 8000 and by_path["rate96k.wav"]["source_rate"] == 96000
+    # A recording below the model's rate is named: upsampled, it has nothing above its own Nyquist.
+    assert "1 file(s) recorded below data.sample_rate=16000 Hz (lowest: rate8k.wav, 8000 Hz)" in console.export_text()
 
 
 def test_no_usable_audio_is_one_clear_error(tmp_path):
