@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import mlx.core as mx
 
@@ -42,7 +43,7 @@ def main() -> None:
     n_frames = int(round(args.seconds * args.frame_rate)) + 1
     n_samples = (n_frames - 1) * hop
     fft_sizes = scaled_fft_sizes(DEFAULT_FFT_SIZES, 16000, args.sample_rate)
-    reference = None if fft_sizes == list(DEFAULT_FFT_SIZES) else DEFAULT_FFT_SIZES  # the training loss's weighting
+    spectral = partial(multiscale_spectral_loss, fft_sizes=fft_sizes, reference_sizes=DEFAULT_FFT_SIZES)  # as trained
     max_harmonics = audible_harmonics(args.f0[0], args.sample_rate, args.harmonics)
     mx.random.seed(0)
     f0_hz = mx.random.uniform(*args.f0, (args.batch, 1)) * mx.ones((args.batch, n_frames))
@@ -61,14 +62,14 @@ def main() -> None:
         return filtered_noise(exp_sigmoid(c["noise"]), n_samples, key=mx.random.key(0))
 
     def loss_fn(c, f0_hz, target):
-        return multiscale_spectral_loss(target, harmonic(c, f0_hz) + noise(c), fft_sizes, reference_sizes=reference)
+        return spectral(target, harmonic(c, f0_hz) + noise(c))
 
     prediction = mx.random.uniform(-0.5, 0.5, (args.batch, n_samples))
     modes = {"forward": loss_fn, "forward+backward": mx.value_and_grad(loss_fn),
              "harmonic only": mx.value_and_grad(lambda c, f0_hz, target: mx.sum(harmonic(c, f0_hz) * target)),
              "noise only": mx.value_and_grad(lambda c, f0_hz, target: mx.sum(noise(c) * target)),
              "loss only": lambda c, f0_hz, target: mx.value_and_grad(
-                 lambda p: multiscale_spectral_loss(target, p, fft_sizes, reference_sizes=reference))(prediction)}
+                 lambda p: spectral(target, p))(prediction)}
     if not args.eager:
         modes = {name: mx.compile(fn) for name, fn in modes.items()}
     print(f"device={mx.default_device()} mlx={mx.__version__} batch={args.batch} seconds={args.seconds} "

@@ -33,7 +33,7 @@ from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import load_config
 from mlx_ddsp.eval import evaluate
-from mlx_ddsp.metrics import METRICS
+from mlx_ddsp.metrics import REPORTED
 from mlx_ddsp.train import train
 
 VARIANT_SETS = {
@@ -94,7 +94,7 @@ def write(out: Path, records: list[dict]) -> None:
 
 def metric_names(records: list[dict]) -> list[str]:
     """The metrics any variant has, in eval's order (the band metrics exist above 16 kHz only)."""
-    return [m for m in METRICS + ("branch_harmonic_share",) if any(m in r["metrics"] for r in records)]
+    return [m for m in REPORTED if any(m in r["metrics"] for r in records)]
 
 
 def _fmt(value: float | None) -> str:

@@ -43,8 +43,8 @@ from mlx_ddsp.audio import AudioError, load_audio, save_audio
 from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import Config
 from mlx_ddsp.features import frame_hop
-from mlx_ddsp.metrics import (METRICS, TRUTH_METRICS, branch_harmonic_share, clip_metrics, comb_harmonic_share,
-                              track, truth_metrics)
+from mlx_ddsp.metrics import (REPORTED, branch_harmonic_share, clip_metrics, comb_harmonic_share, track,
+                              truth_metrics)
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, render_long
 from mlx_ddsp.preprocess import analyse, cache_dir_for, load_manifest, scan
 from mlx_ddsp.report import write_report
@@ -194,7 +194,7 @@ def _unique(name: str, used: set) -> str:
 
 def _mean(metrics: list[dict]) -> dict:
     out = {}
-    for k in [k for k in METRICS + ("branch_harmonic_share",) + TRUTH_METRICS if any(k in m for m in metrics)]:
+    for k in [k for k in REPORTED if any(k in m for m in metrics)]:
         values = [m[k] for m in metrics if m.get(k) is not None]
         out[k] = float(np.mean(values)) if values else None
     return out

@@ -88,6 +88,13 @@ def _is_smooth(n: int) -> bool:
     return n == 1
 
 
+def loudness_window(sample_rate: int) -> tuple[np.ndarray, int]:
+    """The periodic Hann window of LOUDNESS_WINDOW_SECONDS (an even length, 1024 samples at 16 kHz) and the fast
+    FFT size it is zero-padded to."""
+    length = 2 * round(LOUDNESS_WINDOW_SECONDS * sample_rate / 2)
+    return np.hanning(length + 1)[:-1].astype(np.float32), fft_size(length)
+
+
 # --- loudness -------------------------------------------------------------------------------------------------
 
 
@@ -109,9 +116,7 @@ def compute_loudness(audio: np.ndarray, sample_rate: int, frame_rate: float = 25
     sine of amplitude A at 1 kHz reads 20*log10(A) - 3.01 dB at every sample rate.
     """
     hop = frame_hop(sample_rate, frame_rate)
-    window_length = 2 * round(LOUDNESS_WINDOW_SECONDS * sample_rate / 2)
-    n_fft = fft_size(window_length)  # zero-padded to a fast size; Parseval holds for the padded transform
-    window = np.hanning(window_length + 1)[:-1].astype(np.float32)
+    window, n_fft = loudness_window(sample_rate)  # zero-padded to a fast size; Parseval holds for the padded transform
     frequencies = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     gain = 10.0 ** (a_weighting_db(frequencies) / 10.0)
     gain[1:-1] *= 2.0  # one-sided spectrum: every bin but DC and Nyquist stands for two
@@ -122,7 +127,7 @@ def compute_loudness(audio: np.ndarray, sample_rate: int, frame_rate: float = 25
     out = np.empty(n_total, np.float32)
     block = 4096
     for start in range(0, n_total, block):
-        frames = centred_frames(audio, window_length, hop, start, min(block, n_total - start)) * window
+        frames = centred_frames(audio, len(window), hop, start, min(block, n_total - start)) * window
         power = np.abs(np.fft.rfft(frames, n_fft, axis=-1)) ** 2 @ gain
         out[start : start + len(frames)] = 10.0 * np.log10(np.maximum(power, 1e-20))
     return np.maximum(out, LOUDNESS_FLOOR_DB)

@@ -151,5 +151,4 @@ def recipe_loss(loss: LossConfig, sample_rate: int, target: mx.array, pred: mx.a
     metric."""
     sizes = scaled_fft_sizes(loss.fft_sizes, loss.fft_sizes_rate, sample_rate)
     return multiscale_spectral_loss(target, pred, sizes, loss.mag_weight, loss.logmag_weight, loss.waveform_weight,
-                                    None if band_hz is None else (*band_hz, sample_rate),
-                                    None if sizes == list(loss.fft_sizes) else loss.fft_sizes)
+                                    None if band_hz is None else (*band_hz, sample_rate), loss.fft_sizes)

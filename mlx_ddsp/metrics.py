@@ -20,8 +20,8 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_ddsp.config import Config
-from mlx_ddsp.features import (LOUDNESS_WINDOW_SECONDS, VOICED_THRESHOLD, centred_frames, compute_loudness,
-                               estimate_f0, fft_size, frame_hop)
+from mlx_ddsp.features import (VOICED_THRESHOLD, centred_frames, compute_loudness, estimate_f0, frame_hop,
+                               loudness_window)
 from mlx_ddsp.losses import recipe_loss
 
 AUDIBLE_DB = -60.0  # loudness_l1_db counts target frames above this
@@ -32,6 +32,7 @@ BAND_HZ = (8000.0, 20000.0)  # the top octave(s) a 16 kHz model cannot reach (ca
 METRICS = ("spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio", "comb_harmonic_share",
            "band_spectral_loss", "band_energy_db")
 TRUTH_METRICS = ("f0_truth_rpa", "f0_truth_l1_cents")
+REPORTED = METRICS + ("branch_harmonic_share",) + TRUTH_METRICS  # every score eval writes, in the order it shows them
 
 
 def clip_metrics(target: np.ndarray, recon: np.ndarray, target_features: dict, cfg: Config,
@@ -94,21 +95,19 @@ def comb_harmonic_share(audio: np.ndarray, f0_hz: np.ndarray, confidence: np.nda
     recording is harmonic, applied alike to a target and its reconstruction.
 
     f0_hz, confidence: (T,) on frames `hop` samples apart. Per frame, Hann-windowed power spectrum
-    (LOUDNESS_WINDOW_SECONDS); in frames with confidence >= VOICED the bins within max(2 bins, 1 % of k f0) (at most
+    (`loudness_window`); in frames with confidence >= VOICED the bins within max(2 bins, 1 % of k f0) (at most
     f0 / 8) of a multiple k f0 count as harmonic, every other bin and every other frame's energy as not. White noise
     scores the comb's share of the band (its width over f0: 0.23 for a 220-330 Hz track), not 0; a harmonic tone ~1.
     Returns None for a silent clip.
     """
-    window_length = 2 * round(LOUDNESS_WINDOW_SECONDS * sample_rate / 2)
-    n_fft = fft_size(window_length)
-    window = np.hanning(window_length + 1)[:-1].astype(np.float32)
+    window, n_fft = loudness_window(sample_rate)
     frequencies = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)[None, :]
     audio = np.asarray(audio, dtype=np.float32)
     n_frames = min(len(f0_hz), len(audio) // hop + 1)
     harmonic = total = 0.0
     for start in range(0, n_frames, 1024):
         count = min(1024, n_frames - start)
-        frames = centred_frames(audio, window_length, hop, start, count) * window
+        frames = centred_frames(audio, len(window), hop, start, count) * window
         power = np.abs(np.fft.rfft(frames, n_fft, axis=-1)) ** 2
         f0 = np.maximum(f0_hz[start : start + count], 1.0)[:, None]
         distance = np.abs(frequencies - np.rint(frequencies / f0) * f0)  # to the nearest multiple of f0
