@@ -1,7 +1,8 @@
 """Compiled training step vs. chunk length: step time, audio trained per second, peak memory.
 
     python benchmarks/chunk_length.py [--recipe R] [--chunks 0.5 1 2 4 8] [--batch N] [--steps N] [--f0 HZ] [--quick]
-                                      [--rates HZ ...] [--out FILE] [key=value ...]
+                                      [--rates HZ ...] [--out FILE.json] [--figure FILE.png] [key=value ...]
+    python benchmarks/chunk_length.py --plot FILE.json [--figure FILE.png]
 
 For each model (the recipe's, and the tiny one of recipes/smoke.yaml) and each chunk length, two settings are timed:
 the same batch for every chunk length ("fixed batch"), and the same seconds of audio per batch, i.e. batch x chunk =
@@ -11,6 +12,8 @@ on the audio), so no dataset is needed. On Linux the script re-runs itself with 
 are installed (see mlx_ddsp/native.py). --quick: chunks 0.5 1 2, fixed batch only, 3 steps (about a minute);
 --chunks and --steps given explicitly win over it. --rates 16000 48000: the same settings at each sample rate (the
 recipe at that `data.sample_rate`: same seconds of audio, same decoder; FFT sizes scale with the rate).
+The figure (--figure, default: --out with .png) draws step time and peak memory against chunk length, one line per
+model and setting; --plot redraws it from a JSON this script wrote, without measuring.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ import sys
 import time
 from pathlib import Path
 
+import json
+
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogFormatter
 from rich.console import Console
 from rich.table import Table
 
@@ -30,6 +37,7 @@ from common import machine, summary_ms, time_calls, write_json
 from mlx_ddsp.native import use_native_libraries
 from mlx_ddsp.config import load_config
 from mlx_ddsp.features import frame_hop
+from mlx_ddsp.figures import save
 from mlx_ddsp.models import build_model
 from mlx_ddsp.train import learning_rate_schedule, make_train_step
 
@@ -76,6 +84,32 @@ def measure(cfg, batch: int, seconds: float, steps: int, f0_hz: float) -> dict:
             "recurrent": cfg.model.recurrent, "harmonics_oscillated": model.max_harmonics(inputs[1])}
 
 
+def draw(records: list[dict], info: dict, path: str) -> None:
+    """Step time and peak memory against chunk length, one line per (rate, model, setting), as a PNG."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    time_ax, memory_ax = fig.subplots(1, 2)
+    key_of = lambda r: (r.get("sample_rate", 16000), r["model"], r["setting"])  # noqa: E731 (older JSON: 16 kHz)
+    for key in dict.fromkeys(map(key_of, records)):
+        rows = sorted((r for r in records if key_of(r) == key),
+                      key=lambda r: r["chunk_seconds"])
+        label = f"{key[0] / 1000:g} kHz, {key[1]} model, {key[2]}"
+        seconds = [r["chunk_seconds"] for r in rows]
+        time_ax.plot(seconds, [r["step_ms_median"] for r in rows], "o-", label=label)
+        memory_ax.plot(seconds, [r["peak_memory_bytes"] / 2**20 for r in rows], "o-", label=label)
+    for ax, label in ((time_ax, "median step time (ms)"), (memory_ax, "peak memory (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_major_formatter(LogFormatter())
+        ax.set_xlabel("chunk length (s)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    time_ax.legend(fontsize=8)
+    fig.suptitle(f"compiled train step: {info.get('device')}, {info.get('processor')} x{info.get('cpu_count')}, "
+                 f"mlx {info.get('mlx_version')}", fontsize=10)
+    save(fig, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "flute.yaml"))
@@ -89,7 +123,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rates", type=int, nargs="+", help="sample rates to compare (default: the recipe's)")
     parser.add_argument("--out", help="write the records as JSON here")
+    parser.add_argument("--figure", help="write the figure here (default: --out with .png)")
+    parser.add_argument("--plot", help="only draw the figure of this JSON (written by --out)")
     args, overrides = parser.parse_known_args()
+    figure = args.figure or (str(Path(args.plot or args.out).with_suffix(".png")) if args.plot or args.out else None)
+    if args.plot:
+        saved = json.loads(Path(args.plot).read_text())
+        draw(saved["records"], saved, figure)
+        print(f"wrote {figure}")
+        return
     cfg_default = load_config(args.recipe, overrides)
     tiny = load_config(ROOT / "recipes" / "smoke.yaml")
     # --quick is a preset: flags given explicitly win over it.
@@ -123,6 +165,9 @@ def main() -> None:
                 console.print(f"  {rate} Hz {name} {mode} {seconds:g} s x {b}: {record['step_ms_median']:.0f} ms")
                 write_json(args.out, records)
     console.print(table)
+    if figure:
+        draw(records, info, figure)
+        console.print(f"wrote {figure}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ Variants (each a set of overrides on top of the recipe and your key=value words)
 Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split.
 Ctrl-C stops the whole ablation after saving the current variant's checkpoint; the same command resumes.
 OUT/ablation.json holds one record per variant (name, overrides, steps, training minutes, step time, mean model
-metrics) and OUT/ablation.md the table. OUT defaults to runs/ablation.
+metrics), OUT/ablation.md the table and OUT/ablation.png a chart of it. OUT defaults to runs/ablation.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mlx_ddsp import checkpoint
+from mlx_ddsp import checkpoint, figures
 from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import load_config
 from mlx_ddsp.eval import evaluate
-from mlx_ddsp.metrics import REPORTED
+from mlx_ddsp.metrics import BETTER, REPORTED
 from mlx_ddsp.train import train
 
 VARIANT_SETS = {
@@ -90,6 +90,7 @@ def write(out: Path, records: list[dict]) -> None:
         lines.append(f"| {r['name']} | {r['steps']} | {r['train_minutes']} | " + " | ".join(cells) + " |")
     with atomic_path(out / "ablation.md") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
+    figures.save(figures.variants_chart(records, [m for m in names if BETTER.get(m)]), out / "ablation.png")
 
 
 def metric_names(records: list[dict]) -> list[str]:
@@ -134,7 +135,7 @@ def _ablate_and_print(args, console: Console) -> None:
     for r in records:
         table.add_row(r["name"], str(r["steps"]), *(_fmt(r["metrics"].get(m)) for m in names))
     console.print(table)
-    console.print(f"wrote {Path(args.out) / 'ablation.md'} and {Path(args.out) / 'ablation.json'}")
+    console.print(f"wrote {Path(args.out) / 'ablation.md'}, ablation.png and ablation.json")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3  # step checkpoints kept (plus the best)
     eval_at_end: bool = True  # evaluate the best checkpoint on the validation split when training stops
+    tensorboard: bool = False  # also write TensorBoard event files to logs/tensorboard/ (the tensorboard extra)
 
 
 @dataclass

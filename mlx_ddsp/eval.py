@@ -8,8 +8,9 @@ usage: python -m mlx_ddsp.eval RUN_DIR [--data DIR] [--truth DIR] [--checkpoint 
 
 Clips are the run's validation files (from its cache), or every recording in --data (any length, any format the
 preprocessing reads), rendered whole. For each clip, OUT/<clip>/ gets target.wav, recon.wav, harmonic.wav,
-noise.wav and baseline.wav (and dry.wav with a reverb; recon.wav is then the wet signal); OUT/metrics.json and
-OUT/report.html summarise. OUT defaults to RUN_DIR/eval.
+noise.wav and baseline.wav (and dry.wav with a reverb; recon.wav is then the wet signal) and figure.png;
+OUT/metrics.json and OUT/report.html summarise (with a per-clip chart, summary.png, and the run's training curves,
+curves.png). OUT defaults to RUN_DIR/eval.
 
 Metrics (model and baseline, per clip and mean; defined in `mlx_ddsp.metrics`): spectral_loss, loudness_l1_db,
 f0_l1_cents, f0_outlier_ratio, comb_harmonic_share and, above 16 kHz, band_spectral_loss and band_energy_db (the
@@ -21,7 +22,7 @@ copies (a wrong-note dive) shows up:
   f0_truth_rpa      share of truly voiced frames where the output's f0 is within 50 cents of the truth
   f0_truth_l1_cents mean |f0(output) - truth| in cents over the truly voiced frames
   (for the target itself too: how well the tracker that fed the model did)
-OUT/<clip>/tracks.npz keeps the f0 / confidence / loudness tracks; the report draws them under the spectrograms.
+OUT/<clip>/tracks.npz keeps the f0 / confidence / loudness tracks; figure.png draws them under the spectrograms.
 The baseline resynthesises the clip's own features with no learning: its f0, harmonics rolling off as 1/k, the
 amplitude of a 1 kHz sine of the clip's loudness, no noise.
 """
@@ -170,7 +171,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1))
-    write_report(out, result, sample_rate)
+    write_report(out, result, sample_rate, Path(run_dir) / "logs" / "metrics.jsonl", cfg.train.grad_clip_norm)
     print_table(result, console)
     console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
     return result

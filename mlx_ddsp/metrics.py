@@ -33,6 +33,10 @@ METRICS = ("spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio",
            "band_spectral_loss", "band_energy_db")
 TRUTH_METRICS = ("f0_truth_rpa", "f0_truth_l1_cents")
 REPORTED = METRICS + ("branch_harmonic_share",) + TRUTH_METRICS  # every score eval writes, in the order it shows them
+# which way is better: "lower", "higher", or None (neither: the shares and the band energy are read against the
+# target's own share, or 0 dB)
+BETTER = {**{m: "lower" for m in REPORTED}, "f0_truth_rpa": "higher", "comb_harmonic_share": None,
+          "branch_harmonic_share": None, "band_energy_db": None}
 
 
 def clip_metrics(target: np.ndarray, recon: np.ndarray, target_features: dict, cfg: Config,

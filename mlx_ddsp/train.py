@@ -6,8 +6,9 @@ usage: python -m mlx_ddsp.train RECIPE [key=value ...]
   python -m mlx_ddsp.train recipes/smoke.yaml run_dir=/tmp/r train.steps=200
 
 Preprocesses the recipe's data folder when its cache is missing or stale, then trains with a compiled step, writing
-to the run dir: config.yaml, logs/metrics.jsonl, checkpoints/ (last few and best) and renders/step_NNNNNN/ (target
-and reconstruction WAVs of validation clips). Started again on a run dir with a checkpoint, it resumes from it;
+to the run dir: config.yaml, logs/metrics.jsonl, logs/curves.png (redrawn at each validation), checkpoints/ (last
+few and best) and renders/step_NNNNNN/ (target and reconstruction WAVs of validation clips); with
+train.tensorboard=true also TensorBoard event files in logs/tensorboard/. Started again on a run dir with a checkpoint, it resumes from it;
 Ctrl-C (or SIGTERM) saves a checkpoint before exiting. When training stops it evaluates the best checkpoint on the
 validation clips (eval/report.html and eval/metrics.json in the run dir; train.eval_at_end=false skips this).
 """
@@ -28,7 +29,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mlx_ddsp import checkpoint
+from mlx_ddsp import checkpoint, figures
 from mlx_ddsp.audio import save_audio
 from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import Config, config_to_dict, load_config, save_config
@@ -38,10 +39,12 @@ from mlx_ddsp.features import frame_hop
 from mlx_ddsp.losses import recipe_loss, scaled_fft_sizes
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, build_model
 from mlx_ddsp.preprocess import cache_dir_for, preprocess
+from mlx_ddsp.tensorboard_log import TensorBoardLog
 
 RESUMABLE_KEYS = ("train.steps", "train.max_minutes", "train.log_every", "train.eval_every", "train.val_max_examples",
                   "train.render_every", "train.n_renders", "train.checkpoint_every", "train.keep_checkpoints",
-                  "train.max_bad_steps", "train.eval_at_end", "run_dir", "data.dir", "data.cache_dir")
+                  "train.max_bad_steps", "train.eval_at_end", "train.tensorboard", "run_dir", "data.dir",
+                  "data.cache_dir")
 
 
 class TrainingError(UserError):
@@ -142,23 +145,28 @@ def validation_loss(model: DDSP, dataset: ExampleSet, indices: list[int], cfg: C
     return total / len(indices)
 
 
-def render(model: DDSP, dataset: ExampleSet, indices: list[int], out_dir: Path, sample_rate: int) -> None:
-    """Write <clip>_target.wav and <clip>_recon.wav for the validation examples `indices`."""
+def render(model: DDSP, dataset: ExampleSet, indices: list[int], out_dir: Path, sample_rate: int) -> dict:
+    """Write <clip>_target.wav and <clip>_recon.wav for the validation examples `indices`; returns them as
+    {"<clip>/target": (n_samples,), "<clip>/recon": (n_samples,)}."""
     batch = dataset.stack(indices)
     audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=mx.random.key(RENDER_NOISE_SEED),
                   audio=batch["audio"])["audio"]
+    clips = {}
     for i, target, recon in zip(indices, np.array(batch["audio"]), np.array(audio)):
         file, start = dataset.index[i]
         name = f"{Path(dataset.names[file]).stem}_{start * dataset.hop / sample_rate:06.1f}s"
         save_audio(out_dir / f"{name}_target.wav", target, sample_rate)
         save_audio(out_dir / f"{name}_recon.wav", recon, sample_rate)
+        clips.update({f"{name}/target": target, f"{name}/recon": recon})
+    return clips
 
 
 class MetricsLog:
-    """logs/metrics.jsonl: one JSON object per line, each with "step". Lines past `resume_step` are dropped."""
+    """logs/metrics.jsonl: one JSON object per line, each with "step". Lines past `resume_step` are dropped.
+    With `tensorboard`, each record's scalars and the renders also go to TensorBoard event files."""
 
-    def __init__(self, path: Path, resume_step: int):
-        self.path = path
+    def __init__(self, path: Path, resume_step: int, tensorboard: TensorBoardLog | None = None):
+        self.path, self.tensorboard = path, tensorboard
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if path.exists():
@@ -173,6 +181,21 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard:
+            self.tensorboard.scalars(record)
+
+    def audio(self, step: int, clips: dict[str, np.ndarray], sample_rate: int) -> None:
+        if self.tensorboard:
+            self.tensorboard.audio(step, clips, sample_rate)
+
+    def draw_curves(self, grad_clip_norm: float) -> None:
+        """logs/curves.png from every record so far (a resumed run's too: one continuous curve)."""
+        curves = figures.training_curves(figures.read_metrics_log(self.path), grad_clip_norm)
+        figures.save(curves, self.path.parent / "curves.png")
+
+    def close(self) -> None:
+        if self.tensorboard:
+            self.tensorboard.close()
 
 
 def _check_resumable(saved: Config, cfg: Config, run_dir: Path) -> None:
@@ -238,7 +261,8 @@ def train(cfg: Config, console: Console | None = None) -> dict:
         console.print(f"resuming {run_dir} from step {state['step']} ({found[-1].name})")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    log = MetricsLog(run_dir / "logs" / "metrics.jsonl", state["step"])
+    tensorboard = TensorBoardLog(run_dir / "logs" / "tensorboard", state["step"]) if t.tensorboard else None
+    log = MetricsLog(run_dir / "logs" / "metrics.jsonl", state["step"], tensorboard)
     step_fn = make_train_step(model, optimizer, cfg)
     batches = BatchStream(train_set, t.batch_size, cfg.seed)
     val_indices = validation_indices(len(val_set), t.val_max_examples)
@@ -254,6 +278,7 @@ def train(cfg: Config, console: Console | None = None) -> dict:
             return None
         val = validation_loss(model, val_set, val_indices, cfg)
         log.write({"step": step, "val_loss": val, "elapsed_s": round(state["elapsed_s"], 3)})
+        log.draw_curves(t.grad_clip_norm)
         best = state["best_val_loss"] is None or val < state["best_val_loss"]
         if best:
             state["best_val_loss"] = val
@@ -302,13 +327,15 @@ def train(cfg: Config, console: Console | None = None) -> dict:
                     console.print(_line(step, t.steps, last, optimizer, rate))
                 if step % t.render_every == 0 or final:
                     if render_indices:
-                        render(model, val_set, render_indices, run_dir / "renders" / f"step_{step:06d}",
-                               cfg.data.sample_rate)
+                        clips = render(model, val_set, render_indices, run_dir / "renders" / f"step_{step:06d}",
+                                       cfg.data.sample_rate)
+                        log.audio(step, clips, cfg.data.sample_rate)
                 if best or step % t.checkpoint_every == 0 or final:
                     save(best)
                 progress.update(task, completed=step, description=_line(step, t.steps, last, optimizer, rate))
     finally:
         stop.restore()
+        log.close()
     if stop.requested:
         save()
         console.print(f"stopped at step {state['step']}; checkpoint saved, run the same command to resume")

@@ -168,4 +168,5 @@ def test_ablate_writes_a_table(tmp_path, monkeypatch):
     assert records[0]["metrics"]["branch_harmonic_share"] == 1.0  # the harmonic-only variant has no noise
     table = (out / "ablation.md").read_text()
     assert "harmonic+noise+reverb+z" in table and "baseline" in table
+    assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "harmonic_noise_reverb_z" / "eval" / "flute_06" / "dry.wav").exists()
