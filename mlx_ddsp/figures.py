@@ -29,6 +29,7 @@ COLOURS = {"truth": "#888888", "target": "#1f77b4", "recon": "#ff7f0e", "baselin
            "train": "#1f77b4", "val": "#d62728"}
 LABELS = {"target": "target", "recon": "output", "truth": "truth", "baseline": "baseline"}
 RANGE_DB = 80.0  # spectrogram colour range below the target's peak
+LOWEST_HZ = 30.0  # the spectrograms' lowest frequency (their axis is logarithmic)
 DPI = 90
 
 
@@ -58,6 +59,22 @@ def spectrogram_db(audio: np.ndarray, sample_rate: int, max_frames: int = 800) -
     spectrum = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1)) * 2 / np.hanning(n_fft).sum()
     db = 20 * np.log10(spectrum.T + 1e-10)
     return np.arange(frames.shape[0]) * hop / sample_rate, np.fft.rfftfreq(n_fft, 1 / sample_rate), db
+
+
+def log_frequency_rows(freqs_hz: np.ndarray, db: np.ndarray, lo_hz: float, hi_hz: float,
+                       n_rows: int = 320) -> tuple[np.ndarray, np.ndarray]:
+    """A spectrogram resampled to rows evenly spaced in log frequency (linear interpolation between bins).
+
+    Args:
+      freqs_hz: (n_bins,) increasing; db: (n_bins, n_frames).
+    Returns:
+      log2_hz (n_rows,) from log2(lo_hz) to log2(hi_hz), rows (n_rows, n_frames).
+    """
+    log2_hz = np.linspace(np.log2(lo_hz), np.log2(hi_hz), n_rows)
+    position = np.interp(2.0**log2_hz, freqs_hz, np.arange(len(freqs_hz)))  # fractional bin index
+    lower = np.minimum(np.floor(position).astype(int), len(freqs_hz) - 2)
+    weight = (position - lower)[:, None]
+    return log2_hz, (1 - weight) * db[lower] + weight * db[lower + 1]
 
 
 def _hz(value: float, _position=None) -> str:
@@ -98,10 +115,13 @@ def clip_figure(folder: Path, tracks: dict | None, sample_rate: int, title: str)
     image = None
     for who in ("target", "recon"):
         times, freqs, db = spectra[who]
-        ax, keep = axes[who], freqs >= 30.0
-        image = ax.pcolormesh(times, freqs[keep], db[keep], shading="nearest", cmap="magma",
-                              vmin=top_db - RANGE_DB, vmax=top_db, rasterized=True)
-        _log_hz_axis(ax, 30.0, sample_rate / 2)
+        log2_hz, image_rows = log_frequency_rows(freqs, db, LOWEST_HZ, sample_rate / 2)
+        ax = axes[who]
+        image = ax.imshow(image_rows, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
+                          vmin=top_db - RANGE_DB, vmax=top_db,
+                          extent=(times[0], times[-1], log2_hz[0], log2_hz[-1]))
+        ticks = [f for f in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000) if LOWEST_HZ <= f <= sample_rate / 2]
+        ax.set_yticks(np.log2(ticks), [_hz(f) for f in ticks])
         ax.set_ylabel("frequency (Hz)")
         ax.set_title(f"{LABELS[who]} spectrogram", loc="left", fontsize=10)
     bar = fig.colorbar(image, cax=fig.add_subplot(grid[0:2, 1]))
@@ -131,7 +151,7 @@ def _f0_panel(ax, tracks: dict) -> None:
                 label=f"{LABELS[who]} f0 (where voiced)" if who != "truth" else "true f0")
     _log_hz_axis(ax, max(float(shown.min()) / 1.15, 20.0), float(shown.max()) * 1.15)
     ax.set_ylabel("f0 (Hz)")
-    ax.legend(loc="upper right", fontsize=8, ncols=3)
+    _legend_above(ax, ncols=3)
 
 
 def _loudness_panel(ax, tracks: dict) -> None:
@@ -139,7 +159,13 @@ def _loudness_panel(ax, tracks: dict) -> None:
     for who in ("target", "recon"):
         ax.plot(times, tracks[f"{who}_loudness_db"], color=COLOURS[who], lw=1.2, label=LABELS[who])
     ax.set_ylabel("loudness (dB)")
-    ax.legend(loc="upper right", fontsize=8, ncols=2)
+    _legend_above(ax, ncols=2)
+
+
+def _legend_above(ax, ncols: int) -> None:
+    """The panel's legend in one row above its top right corner, clear of the curves."""
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=ncols, fontsize=8, frameon=False,
+              borderaxespad=0.1)
 
 
 def _balance_panel(ax, harmonic: np.ndarray, noise: np.ndarray, sample_rate: int) -> None:

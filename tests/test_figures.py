@@ -33,6 +33,9 @@ def test_spectrogram_of_a_sine_peaks_at_its_frequency_and_level(sample_rate):
     assert freqs[np.argmax(middle)] == pytest.approx(1000.0, abs=freqs[1])
     assert middle.max() == pytest.approx(20 * np.log10(0.5), abs=0.2)  # -6 dB re full scale, within the window
     assert len(times) <= 800 and times[-1] == pytest.approx(2.0, abs=0.07)
+    log2_hz, rows = figures.log_frequency_rows(freqs, db, 30.0, sample_rate / 2)
+    assert 2 ** log2_hz[np.argmax(rows[:, len(times) // 2])] == pytest.approx(1000.0, rel=0.02)
+    assert rows.shape == (len(log2_hz), len(times)) and 2 ** log2_hz[-1] == pytest.approx(sample_rate / 2)
 
 
 def test_clip_figure_draws_labelled_panels_from_the_tracks(tmp_path):
