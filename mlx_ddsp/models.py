@@ -364,9 +364,11 @@ class DDSP(nn.Module):
         return out
 
     def synthesize(self, controls: dict, n_samples: int, key: mx.array | None = None,
-                   initial_phase: mx.array | None = None, max_harmonics: int | None = None) -> dict:
+                   initial_phase: mx.array | None = None, max_harmonics: int | None = None,
+                   noise_rows: tuple[int, int] | None = None) -> dict:
         """{"harmonic", "noise", "audio"}, each (B, n_samples), from `decode`'s controls (see `harmonic_synth` for
-        initial_phase and max_harmonics, `filtered_noise` for key). "audio" is the dry sum; see `apply_reverb`."""
+        initial_phase and max_harmonics, `filtered_noise` for key and noise_rows). "audio" is the dry sum; see
+        `apply_reverb`."""
         batch = controls["f0_hz"].shape[0]
         silence = mx.zeros((batch, n_samples))
         harmonic = noise = silence
@@ -374,7 +376,7 @@ class DDSP(nn.Module):
             harmonic = harmonic_synth(controls["f0_hz"], controls["amplitude"], controls["harmonic_distribution"],
                                       n_samples, self.sample_rate, initial_phase, max_harmonics)
         if self.n_noise_bands:
-            noise = filtered_noise(controls["noise_magnitudes"], n_samples, key=key)
+            noise = filtered_noise(controls["noise_magnitudes"], n_samples, key=key, rows=noise_rows)
         return {"harmonic": harmonic, "noise": noise, "audio": harmonic + noise}
 
     def __call__(
@@ -387,15 +389,17 @@ class DDSP(nn.Module):
         max_harmonics: int | None = None,
         audio: mx.array | None = None,
         z: mx.array | None = None,
+        noise_rows: tuple[int, int] | None = None,
     ) -> dict:
         """Render audio. Returns the controls plus "audio", "harmonic" and "noise" (and "dry" with reverb), each
         (B, n_samples).
 
         key: PRNG key of the noise (None: the global random state). max_harmonics: see `harmonic_synth`.
-        audio / z: the encoder's input, or z itself (models with `model.encoder` only).
+        audio / z: the encoder's input, or z itself (models with `model.encoder` only). noise_rows: see
+        `filtered_noise` (a shard of a data-parallel batch).
         """
         out = self.controls(f0_hz, loudness_db, state, audio, z)
-        out.update(self.synthesize(out, n_samples, key, max_harmonics=max_harmonics))
+        out.update(self.synthesize(out, n_samples, key, max_harmonics=max_harmonics, noise_rows=noise_rows))
         out.update(self.apply_reverb(out["audio"]))
         return out
 

@@ -254,11 +254,14 @@ def _next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def filtered_noise(magnitudes: mx.array, n_samples: int, key: mx.array | None = None) -> mx.array:
+def filtered_noise(magnitudes: mx.array, n_samples: int, key: mx.array | None = None,
+                   rows: tuple[int, int] | None = None) -> mx.array:
     """White noise shaped by a time-varying linear-phase FIR filter.
 
     magnitudes: (B, T, F) linear gains of F bands evenly spaced from 0 Hz to Nyquist, one filter per frame.
     key: optional PRNG key; the same key gives the same noise. Without it the global MLX random state is used.
+    rows: (first, total): use rows first..first+B of the noise drawn for a batch of `total` (a shard of a larger
+      batch then gets the noise its examples get in the whole batch: data-parallel training).
     Returns (B, n_samples). Uniform noise in [-1, 1] is cut into Hann-windowed frames of 2 * hop samples centred on
     the frame positions (the windows sum to one), each frame is convolved with its filter (FFT), and the results
     are overlap-added with the filters' group delay removed. All-ones magnitudes return the white noise itself.
@@ -269,7 +272,10 @@ def filtered_noise(magnitudes: mx.array, n_samples: int, key: mx.array | None = 
     hop = -(-n_samples // (n_frames - 1))
     impulse_responses = noise_impulse_responses(magnitudes)  # (B, T, L)
     ir_size = impulse_responses.shape[-1]
-    noise = mx.random.uniform(-1.0, 1.0, (batch, (n_frames + 1) * hop), key=key)
+    first, total = rows or (0, batch)
+    noise = mx.random.uniform(-1.0, 1.0, (total, (n_frames + 1) * hop), key=key)
+    if total != batch:
+        noise = noise[first : first + batch]
     blocks = noise.reshape(batch, n_frames + 1, hop)
     frames = mx.concatenate([blocks[:, :-1], blocks[:, 1:]], axis=-1) * hann_window(2 * hop)  # (B, T, 2 hop)
     n_fft = _next_pow2(2 * hop + ir_size - 1)

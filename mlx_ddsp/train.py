@@ -29,16 +29,17 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mlx_ddsp import checkpoint, figures
+from mlx_ddsp import checkpoint, distributed, figures
 from mlx_ddsp.audio import save_audio
 from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import Config, config_to_dict, load_config, save_config
 from mlx_ddsp.data import BatchStream, ExampleSet
+from mlx_ddsp.distributed import World
 from mlx_ddsp.eval import evaluate
 from mlx_ddsp.features import frame_hop
 from mlx_ddsp.losses import recipe_loss, scaled_fft_sizes
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, build_model
-from mlx_ddsp.preprocess import cache_dir_for, preprocess
+from mlx_ddsp.preprocess import cache_dir_for, load_manifest, preprocess
 from mlx_ddsp.tensorboard_log import TensorBoardLog
 
 RESUMABLE_KEYS = ("train.steps", "train.max_minutes", "train.log_every", "train.eval_every", "train.val_max_examples",
@@ -61,27 +62,39 @@ def learning_rate_schedule(cfg: Config):
     return optim.join_schedules([warmup, decay], [t.warmup_steps])
 
 
-def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config):
+def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config, world: World = distributed.ALONE):
     """step(audio, f0_hz, loudness_db) -> (loss, grad_norm, ok) that updates model and optimizer.
 
-    Two compiled functions: the loss and clipped gradients, then the optimizer update, run only when the loss and
-    the gradient norm are finite (ok); otherwise neither changes and the random state moves on. Checking one scalar
-    between them is cheaper than keeping old copies of every parameter and moment for an on-device select.
+    Compiled functions: the loss and gradients, their clipping, then the optimizer update, run only when the loss
+    and the gradient norm are finite (ok); otherwise neither changes and the random state moves on. Checking one
+    scalar between them is cheaper than keeping old copies of every parameter and moment for an on-device select.
     Harmonics that are above Nyquist for the whole batch are not oscillated (exact, see `DDSP.max_harmonics`); one
     compiled gradient function is kept per harmonic count, at most four.
+    With several processes (`mlx_ddsp.distributed`) the inputs are this rank's rows of the global batch (`shard`);
+    the loss and gradients are summed over the ranks before clipping, so every rank makes the same update, and the
+    noise is the rows this rank would get of a draw for the whole batch.
     """
     gradients = {}
     state = [model.state, optimizer.state]
+    batch_size = cfg.train.batch_size
+    first, stop = distributed.shard(batch_size, world)
+    noise_rows = None if world.size == 1 else (first, batch_size)
 
     @partial(mx.compile, inputs=state, outputs=state)
     def update(grads):
         optimizer.update(model, grads)
 
+    @mx.compile
+    def clip(grads):
+        return optim.clip_grad_norm(grads, cfg.train.grad_clip_norm)
+
     def step(audio, f0_hz, loudness_db):
         max_harmonics = model.max_harmonics(f0_hz)
         if max_harmonics not in gradients:
-            gradients[max_harmonics] = _compiled_gradients(model, cfg, max_harmonics)
-        loss, grads, grad_norm = gradients[max_harmonics](audio, f0_hz, loudness_db)
+            gradients[max_harmonics] = _compiled_gradients(model, cfg, max_harmonics, noise_rows)
+        loss, grads = gradients[max_harmonics](audio, f0_hz, loudness_db)
+        loss, grads = distributed.sum_gradients(loss, grads, (stop - first) / batch_size, world)
+        grads, grad_norm = clip(grads)
         ok = mx.isfinite(loss) & mx.isfinite(grad_norm)
         if ok.item():
             update(grads)
@@ -90,9 +103,10 @@ def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config):
     return step
 
 
-def _compiled_gradients(model: DDSP, cfg: Config, max_harmonics: int | None):
+def _compiled_gradients(model: DDSP, cfg: Config, max_harmonics: int | None, noise_rows: tuple[int, int] | None):
     def loss_fn(audio, f0_hz, loudness_db):
-        out = model(f0_hz, loudness_db, audio.shape[1], max_harmonics=max_harmonics, audio=audio)
+        out = model(f0_hz, loudness_db, audio.shape[1], max_harmonics=max_harmonics, audio=audio,
+                    noise_rows=noise_rows)
         return recipe_loss(cfg.loss, cfg.data.sample_rate, audio, out["audio"])
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
@@ -100,9 +114,7 @@ def _compiled_gradients(model: DDSP, cfg: Config, max_harmonics: int | None):
 
     @partial(mx.compile, inputs=state, outputs=state)
     def gradients(audio, f0_hz, loudness_db):
-        loss, grads = loss_and_grad(audio, f0_hz, loudness_db)
-        grads, grad_norm = optim.clip_grad_norm(grads, cfg.train.grad_clip_norm)
-        return loss, grads, grad_norm
+        return loss_and_grad(audio, f0_hz, loudness_db)
 
     return gradients
 
@@ -241,14 +253,14 @@ class _StopRequest:
 
 
 def train(cfg: Config, console: Console | None = None) -> dict:
-    """Train (or resume) the run in cfg.run_dir up to cfg.train.steps. Returns a summary dict."""
-    console = console or Console(stderr=True)
+    """Train (or resume) the run in cfg.run_dir up to cfg.train.steps. Returns a summary dict.
+
+    Under `mlx.launch` every process runs this; rank 0 alone writes and prints (see `mlx_ddsp.distributed`)."""
+    world = distributed.init()
+    writer = world.is_writer
+    console = console if writer and console else Console(stderr=True, quiet=not writer)
     run_dir, t = Path(cfg.run_dir), cfg.train
-    preprocess(cfg, console)
-    cache_dir = cache_dir_for(cfg)
-    train_set, val_set = ExampleSet(cache_dir, "train"), ExampleSet(cache_dir, "validation")
-    if len(train_set) == 0:
-        raise TrainingError(f"no training examples in {cfg.data.dir}: every usable file went to validation")
+    train_set, val_set = _datasets(cfg, world, console)
     mx.random.seed(cfg.seed)
     model = build_model(cfg)
     try:
@@ -260,7 +272,7 @@ def train(cfg: Config, console: Console | None = None) -> dict:
     optimizer = optim.Adam(learning_rate=learning_rate_schedule(cfg), bias_correction=True)
     optimizer.init(model.trainable_parameters())
     state = {"step": 0, "elapsed_s": 0.0, "best_val_loss": None, "bad_steps_total": 0}
-    found = checkpoint.step_checkpoints(run_dir)
+    found = checkpoint.step_checkpoints(run_dir) if writer else []
     if found:
         _check_resumable(checkpoint.load(found[-1])[1], cfg, run_dir)
         state, _ = checkpoint.load(found[-1], model, optimizer)
@@ -268,12 +280,20 @@ def train(cfg: Config, console: Console | None = None) -> dict:
         high, low = state["rng"]
         mx.random.seed((high << 32) | low)  # the global key is key(seed) = [seed >> 32, seed & 0xffffffff]
         console.print(f"resuming {run_dir} from step {state['step']} ({found[-1].name})")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    tensorboard = TensorBoardLog(run_dir / "logs" / "tensorboard", state["step"]) if t.tensorboard else None
-    log = MetricsLog(run_dir / "logs" / "metrics.jsonl", state["step"], tensorboard)
-    step_fn = make_train_step(model, optimizer, cfg)
+    state["step"] = distributed.synchronize(model, optimizer, state["step"], world)
+    if world.size > 1:
+        first, end = distributed.shard(t.batch_size, world)
+        console.print(f"data-parallel: {world.size} processes, {end - first} of each batch of {t.batch_size} on "
+                      "rank 0")
+    log = None
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        tensorboard = TensorBoardLog(run_dir / "logs" / "tensorboard", state["step"]) if t.tensorboard else None
+        log = MetricsLog(run_dir / "logs" / "metrics.jsonl", state["step"], tensorboard)
+    step_fn = make_train_step(model, optimizer, cfg, world)
     batches = BatchStream(train_set, t.batch_size, cfg.seed)
+    rows = slice(*distributed.shard(t.batch_size, world))
     val_indices = validation_indices(len(val_set), t.val_max_examples)
     render_indices = val_indices[:: max(1, len(val_indices) // max(t.n_renders, 1))][: t.n_renders]
     stats = {"stats": train_set.stats, "n_samples": train_set.n_samples, "n_frames": train_set.n_frames}
@@ -293,37 +313,42 @@ def train(cfg: Config, console: Console | None = None) -> dict:
             state["best_val_loss"] = val
         return val, best
 
-    if state["step"] == 0:
+    if state["step"] == 0 and writer:
         validate(0)
     stop, bad_in_a_row, last = _StopRequest(), 0, {}
+    watchdog = distributed.Watchdog(world)  # after the signal handlers
     columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.description}"))
     started_at, step_seconds, wall_start = state["step"], 0.0, time.perf_counter() - state["elapsed_s"]
+    stopping = out_of_time = False
     try:
         with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
             task = progress.add_task("", total=t.steps, completed=state["step"])
-            out_of_time = False
-            while state["step"] < t.steps and not stop.requested and not out_of_time:
+            while state["step"] < t.steps and not stopping and not out_of_time:
                 step = state["step"]
-                batch = batches.batch(step)
+                batch = train_set.stack(batches.indices(step)[rows])
                 tic = time.perf_counter()
                 loss, grad_norm, ok = step_fn(batch["audio"], batch["f0_hz"], batch["loudness_db"])
                 mx.eval(model.state, optimizer.state, mx.random.state, loss, grad_norm, ok)
                 step_seconds += time.perf_counter() - tic
                 state["elapsed_s"] = time.perf_counter() - wall_start
                 state["step"] = step = step + 1
-                out_of_time = 0 < t.max_minutes * 60 <= state["elapsed_s"]
+                stopping, out_of_time = distributed.agree(
+                    [stop.requested, 0 < t.max_minutes * 60 <= state["elapsed_s"]], world)
                 final = step == t.steps or out_of_time
                 if not ok.item():
                     bad_in_a_row += 1
                     state["bad_steps_total"] += 1
-                    log.write({"step": step, "skipped": "non-finite loss or gradient"})
+                    if writer:
+                        log.write({"step": step, "skipped": "non-finite loss or gradient"})
                     if bad_in_a_row >= t.max_bad_steps:
                         raise TrainingError(f"{bad_in_a_row} steps in a row had a NaN/Inf loss or gradient "
                                             f"(step {step}); lower train.learning_rate or check the data")
                 else:
                     bad_in_a_row = 0
                     last = {"loss": loss.item(), "grad_norm": grad_norm.item()}
+                if not writer:
+                    continue
                 rate = (step - started_at) / step_seconds  # compute only: validation and renders excluded
                 if ok.item() and (step % t.log_every == 0 or final):
                     log.write({"step": step, **last, "lr": optimizer.learning_rate.item(),
@@ -343,19 +368,43 @@ def train(cfg: Config, console: Console | None = None) -> dict:
                     save(best)
                 progress.update(task, completed=step, description=_line(step, t.steps, last, optimizer, rate))
     finally:
+        watchdog.close()
         stop.restore()
-        log.draw_curves(t.grad_clip_norm, force=True)
-        log.close()
-    if stop.requested:
+        if log:
+            log.draw_curves(t.grad_clip_norm, force=True)
+            log.close()
+    if stopping and writer:
         save()
         console.print(f"stopped at step {state['step']}; checkpoint saved, run the same command to resume")
+    distributed.barrier(world)  # the others leave once rank 0's last checkpoint is written
     summary = {"step": state["step"], "best_val_loss": state["best_val_loss"], "elapsed_s": state["elapsed_s"],
-               "interrupted": stop.requested, **last}
-    if t.eval_at_end and val_indices:
+               "interrupted": stopping, **last}
+    if t.eval_at_end and val_indices and writer:
         result = evaluate(run_dir, which="best", console=console)
         summary["eval"] = result["mean"]
         console.print(f"listen: open {run_dir / 'eval' / 'report.html'} in a browser")
     return summary
+
+
+def _datasets(cfg: Config, world: World, console: Console) -> tuple[ExampleSet, ExampleSet]:
+    """The training and validation examples. Rank 0 builds or refreshes the cache; the other ranks wait for it,
+    then read their machine's cache, which must hold the same examples as rank 0's."""
+    if world.is_writer:
+        preprocess(cfg, console)
+    distributed.barrier(world)
+    cache_dir = cache_dir_for(cfg)
+    manifest = load_manifest(cache_dir)
+    if manifest is None:
+        raise TrainingError(f"rank {world.rank}: no feature cache at {cache_dir.resolve()} on this machine; run "
+                            "`python -m mlx_ddsp.preprocess RECIPE` here first (with the same data as rank 0's)")
+    if not distributed.same_as_writer(distributed.fingerprint(manifest), world):
+        raise TrainingError(f"rank {world.rank}: the feature cache at {cache_dir.resolve()} holds other examples "
+                            "than rank 0's; give every machine the same data.dir contents and run "
+                            "`python -m mlx_ddsp.preprocess RECIPE` on each")
+    train_set, val_set = ExampleSet(cache_dir, "train"), ExampleSet(cache_dir, "validation")
+    if len(train_set) == 0:
+        raise TrainingError(f"no training examples in {cfg.data.dir}: every usable file went to validation")
+    return train_set, val_set
 
 
 def _line(step: int, total: int, last: dict, optimizer, rate: float) -> str:
