@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <stdexcept>
@@ -88,9 +89,20 @@ inline float horizontal_sum(vec v) {
 
 // Threads worth using for `work` independent pieces of at least `min_work` each (at most 4: beyond that the
 // barriers of the GRU loops cost more than they save).
+// At most 4 threads, and at most MLX_DDSP_THREADS when it is set (e.g. 1 per process for data-parallel ranks
+// sharing one machine's cores).
+inline long max_threads() {
+  static const long limit = [] {
+    long cores = std::max(1u, std::thread::hardware_concurrency());
+    const char* set = std::getenv("MLX_DDSP_THREADS");
+    long wanted = set ? std::atol(set) : 0;
+    return std::min(4L, wanted > 0 ? std::min(wanted, cores) : cores);
+  }();
+  return limit;
+}
+
 inline int thread_count(long work, long min_work) {
-  long cores = std::max(1u, std::thread::hardware_concurrency());
-  return static_cast<int>(std::max(1L, std::min({cores, 4L, work / std::max(1L, min_work)})));
+  return static_cast<int>(std::max(1L, std::min(max_threads(), work / std::max(1L, min_work))));
 }
 
 // fn(i, begin, end) on n threads (the calling one included), thread i taking the i-th of n nearly equal parts of
