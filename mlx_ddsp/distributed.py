@@ -172,12 +172,12 @@ def synchronize(model, optimizer, step: int, world: World) -> int:
     return int(synced["step"].item())
 
 
-def same_as_writer(value: float, world: World) -> bool:
-    """Whether every rank's `value` equals rank 0's (the same answer on all ranks)."""
+def same_as_writer(values: list[float], world: World) -> bool:
+    """Whether every rank's `values` equal rank 0's (the same answer on all ranks)."""
     if world.size == 1:
         return True
-    writers = broadcast({"value": mx.array([value])}, world)["value"].item()
-    return not agree([writers != value], world)[0]
+    writers = broadcast({"values": mx.array(values)}, world)["values"].tolist()
+    return not agree([writers != values], world)[0]
 
 
 def agree(flags: list[bool], world: World) -> list[bool]:
@@ -193,8 +193,8 @@ def barrier(world: World) -> None:
     agree([False], world)
 
 
-def fingerprint(manifest: dict) -> float:
-    """A number that differs between caches holding different examples (compared across ranks)."""
+def fingerprint(manifest: dict) -> list[float]:
+    """64 bits of a hash of the cache's examples, as four 16-bit numbers (exact in float32), compared across ranks."""
     examples = [(e["path"], e.get("key"), e.get("split"), e.get("starts")) for e in manifest["files"]]
     digest = hashlib.sha256(json.dumps([examples, manifest["example_samples"]]).encode()).digest()
-    return float(int.from_bytes(digest[:2], "big"))  # 16 bits: exact in float32
+    return [float(int.from_bytes(digest[i : i + 2], "big")) for i in range(0, 8, 2)]

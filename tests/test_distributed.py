@@ -62,3 +62,13 @@ def test_two_processes_follow_the_single_process_curve_and_resume(tmp_path):
     # Float32 sums over half batches differ from the whole batch's by ~1e-5 at the first step and drift slowly.
     np.testing.assert_allclose([b[s] for s in range(1, 21)], [a[s] for s in range(1, 21)], rtol=2e-3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone", "cache", "together"]  # one run dir, one cache
+
+
+def test_caches_with_other_examples_have_other_fingerprints():
+    manifest = {"example_samples": 32000,
+                "files": [{"path": "a.wav", "key": "k1", "split": "train", "starts": [0, 250]}]}
+    other_starts = {**manifest, "files": [{**manifest["files"][0], "starts": [0, 125, 250]}]}
+    other_length = {**manifest, "example_samples": 64000}
+    prints = [distributed.fingerprint(m) for m in (manifest, other_starts, other_length)]
+    assert prints[0] == distributed.fingerprint(json.loads(json.dumps(manifest)))  # the same on every rank
+    assert len({tuple(p) for p in prints}) == 3 and all(0 <= v < 2**16 for p in prints for v in p)
