@@ -281,10 +281,10 @@ def train(cfg: Config, console: Console | None = None) -> dict:
         mx.random.seed((high << 32) | low)  # the global key is key(seed) = [seed >> 32, seed & 0xffffffff]
         console.print(f"resuming {run_dir} from step {state['step']} ({found[-1].name})")
     state["step"] = distributed.synchronize(model, optimizer, state["step"], world)
+    rows = slice(*distributed.shard(t.batch_size, world))  # this rank's rows of each global batch
     if world.size > 1:
-        first, end = distributed.shard(t.batch_size, world)
-        console.print(f"data-parallel: {world.size} processes, {end - first} of each batch of {t.batch_size} on "
-                      "rank 0")
+        console.print(f"data-parallel: {world.size} processes, {rows.stop - rows.start} of each batch of "
+                      f"{t.batch_size} on rank 0")
     log = None
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +293,6 @@ def train(cfg: Config, console: Console | None = None) -> dict:
         log = MetricsLog(run_dir / "logs" / "metrics.jsonl", state["step"], tensorboard)
     step_fn = make_train_step(model, optimizer, cfg, world)
     batches = BatchStream(train_set, t.batch_size, cfg.seed)
-    rows = slice(*distributed.shard(t.batch_size, world))
     val_indices = validation_indices(len(val_set), t.val_max_examples)
     render_indices = val_indices[:: max(1, len(val_indices) // max(t.n_renders, 1))][: t.n_renders]
     stats = {"stats": train_set.stats, "n_samples": train_set.n_samples, "n_frames": train_set.n_frames}
