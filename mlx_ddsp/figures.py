@@ -107,8 +107,11 @@ def clip_figure(folder: Path, tracks: dict | None, sample_rate: int, title: str)
     rows = ["target", "recon"] + (["f0", "loudness"] if tracks is not None else []) + (
         ["balance"] if "harmonic" in audio and "noise" in audio else [])
     heights = {"target": 2.2, "recon": 2.2, "f0": 1.6, "loudness": 1.3, "balance": 1.0}
-    fig = Figure(figsize=(11, 1.0 + sum(heights[r] for r in rows)), layout="constrained")
-    grid = fig.add_gridspec(len(rows), 2, width_ratios=[60, 1], height_ratios=[heights[r] for r in rows])
+    height_in = 1.0 + sum(heights[r] for r in rows)
+    fig = Figure(figsize=(11, height_in))  # a fixed layout: constrained layout would double the drawing time
+    grid = fig.add_gridspec(len(rows), 2, width_ratios=[60, 1], height_ratios=[heights[r] for r in rows],
+                            left=0.075, right=0.935, bottom=0.55 / height_in, top=1 - 0.55 / height_in,
+                            wspace=0.03, hspace=0.35)
     axes = {}
     for i, row in enumerate(rows):
         axes[row] = fig.add_subplot(grid[i, 0], sharex=axes.get("target"))
@@ -223,8 +226,9 @@ def training_curves(records: list[dict], grad_clip_norm: float | None = None) ->
     train = [r for r in records if "loss" in r]
     val = [r for r in records if "val_loss" in r]
     skipped = [r["step"] for r in records if "skipped" in r]
-    fig = Figure(figsize=(11, 6.5), layout="constrained")
-    (by_step, by_time), (lr, norm) = fig.subplots(2, 2)
+    fig = Figure(figsize=(11, 6.5))  # a fixed layout, as in clip_figure
+    (by_step, by_time), (lr, norm) = fig.subplots(2, 2, gridspec_kw=dict(left=0.075, right=0.985, bottom=0.08,
+                                                                         top=0.93, wspace=0.25, hspace=0.3))
     for ax, x_of, x_label in ((by_step, lambda r: r["step"], "step"),
                               (by_time, lambda r: r.get("elapsed_s", 0.0) / 60, "wall time in training (min)")):
         x, loss = [x_of(r) for r in train], [r["loss"] for r in train]
