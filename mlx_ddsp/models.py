@@ -19,6 +19,7 @@ from mlx_ddsp import fastmath, kernels
 from mlx_ddsp.config import Config, ModelConfig, SynthConfig
 from mlx_ddsp.features import frame_hop, nearest_fft_size
 from mlx_ddsp.mfcc import mfcc
+from mlx_ddsp.rooms import ParametricRoom
 from mlx_ddsp.synth import (audible_harmonics, exp_sigmoid, filtered_noise, harmonic_synth, hz_to_midi,
                             resample_frames, reverb, upsample_frames, wrapped_cumsum)
 
@@ -320,8 +321,14 @@ class DDSP(nn.Module):
         self.use_encoder, self.use_reverb = cfg.encoder, synth_cfg.reverb
         if cfg.encoder:
             self.encoder = MfccEncoder(cfg, sample_rate)
-        if synth_cfg.reverb:  # starts as (almost) no reverb: Magenta's N(0, 1e-6) initialisation
-            self.reverb_ir = 1e-6 * mx.random.normal((max(2, int(synth_cfg.reverb_seconds * sample_rate)),))
+        if synth_cfg.reverb:
+            n_taps = max(2, int(synth_cfg.reverb_seconds * sample_rate))
+            if synth_cfg.reverb_model == "free":  # starts as (almost) no reverb: Magenta's N(0, 1e-6) initialisation
+                self.reverb_ir = 1e-6 * mx.random.normal((n_taps,))
+            elif synth_cfg.reverb_model == "parametric":
+                self.room = ParametricRoom(n_taps, sample_rate, synth_cfg.room_rt60_s, synth_cfg.room_level_db)
+            else:
+                raise ValueError(f"synth.reverb_model must be 'free' or 'parametric', not {synth_cfg.reverb_model!r}")
 
     def decoder_frames(self, n_feature_frames: int) -> int:
         """Number of decoder frames for `n_feature_frames` feature frames ((n - 1) must be a multiple of stride)."""
@@ -404,7 +411,8 @@ class DDSP(nn.Module):
         return out
 
     def apply_reverb(self, dry: mx.array) -> dict:
-        """{"audio": wet} or, with synth.reverb, {"dry": dry, "audio": dry + dry convolved with the learned IR}.
+        """{"audio": wet} or, with synth.reverb, {"dry": dry, "audio": dry + dry convolved with the learned IR}
+        (every tap learned, or the parametric room's, `mlx_ddsp.rooms`).
 
         Only the IR's first n_samples taps can reach the output, so only they are used: the later taps then get an
         exact zero gradient. (Through the FFT they would get rounding noise, which Adam normalises into full-size
@@ -412,7 +420,8 @@ class DDSP(nn.Module):
         """
         if not self.use_reverb:
             return {"audio": dry}
-        return {"dry": dry, "audio": reverb(dry, self.reverb_ir[: dry.shape[-1]])}
+        ir = self.room.impulse_response() if "room" in self else self.reverb_ir
+        return {"dry": dry, "audio": reverb(dry, ir[: dry.shape[-1]])}
 
     def max_harmonics(self, f0_hz: mx.array, buckets: int = 4) -> int | None:
         """The fewest harmonics that render `f0_hz` exactly, rounded up to K, K/2, K/4, ... (`buckets` sizes, so a
