@@ -22,6 +22,11 @@ import numpy as np
 
 DECAY_DB = 60.0  # RT60: the time the energy takes to fall by 60 dB
 LOWEST_CENTRE_HZ = 62.5
+# Adam moves every parameter by about the learning rate per step, whatever its scale: stored in these units, a
+# step of 1e-3 moves log(RT60) by 0.01 and a level by 0.1 dB (stored as raw log seconds and dB, 300 steps of
+# the CPU recipe moved them by less than 0.3 and 0.3 dB: the room could not learn).
+LOG_RT60_UNIT = 10.0
+LEVEL_DB_UNIT = 100.0
 
 
 def band_centres_hz(sample_rate: int) -> np.ndarray:
@@ -49,9 +54,10 @@ def band_noise(n_samples: int, sample_rate: int, seed: int = 0) -> np.ndarray:
 class ParametricRoom(nn.Module):
     """Impulse response sum_b a_b * 10^(-3 t / rt60_b) * noise_b(t) (t in s), first tap 0.
 
-    Learned per octave band: log_rt60 (natural log of the RT60 in s) and level_db (the bands' levels relative to
-    one another, and their mean energy ratio the IR's energy); a_b follows from the levels and the decays, so the
-    levels hold while the decays move. The noise is fixed (a constant, not a parameter).
+    Learned per octave band: log_rt60 (natural log of the RT60 in s, over LOG_RT60_UNIT) and level (dB over
+    LEVEL_DB_UNIT: the bands' levels relative to one another, and their mean energy ratio the IR's energy); a_b
+    follows from the levels and the decays, so the levels hold while the decays move. The noise is fixed (a
+    constant, not a parameter).
     """
 
     def __init__(self, n_samples: int, sample_rate: int, rt60_s: float = 0.5, level_db: float = -15.0,
@@ -60,12 +66,16 @@ class ParametricRoom(nn.Module):
         self.sample_rate = sample_rate
         self.noise = _Constant(band_noise(n_samples, sample_rate, seed))
         n_bands = self.noise.value.shape[0]
-        self.log_rt60 = mx.full((n_bands,), math.log(rt60_s))
-        self.level_db = mx.full((n_bands,), level_db)
+        self.log_rt60 = mx.full((n_bands,), math.log(rt60_s) / LOG_RT60_UNIT)  # in LOG_RT60_UNIT
+        self.level = mx.full((n_bands,), level_db / LEVEL_DB_UNIT)  # in LEVEL_DB_UNIT
 
     def rt60_s(self) -> mx.array:
         """(n_bands,) decay times in s."""
-        return mx.exp(self.log_rt60)
+        return mx.exp(LOG_RT60_UNIT * self.log_rt60)
+
+    def level_db(self) -> mx.array:
+        """(n_bands,) levels in dB."""
+        return LEVEL_DB_UNIT * self.level
 
     def impulse_response(self) -> mx.array:
         """(n_samples,) the room's impulse response, first tap 0 (the dry path is the model's own)."""
@@ -73,7 +83,7 @@ class ParametricRoom(nn.Module):
         t = mx.arange(noise.shape[1]) / self.sample_rate
         envelope = mx.power(10.0, -(DECAY_DB / 20.0) * t[None] / self.rt60_s()[:, None])  # amplitude
         bands = envelope * noise
-        level = mx.power(10.0, self.level_db / 10.0)  # (n_bands,) energy ratios
+        level = mx.power(10.0, self.level_db() / 10.0)  # (n_bands,) energy ratios
         ir = mx.sum(mx.sqrt(level / mx.sum(mx.square(bands), axis=1) + 1e-20)[:, None] * bands, axis=0)
         ir = mx.concatenate([mx.zeros((1,)), ir[1:]])
         # Neighbouring bands overlap in frequency (their masks cross), so their energies do not simply add: scale

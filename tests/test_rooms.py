@@ -36,16 +36,16 @@ def test_room_decays_at_its_rt60_with_its_level(rt60, level_db):
 def test_room_has_two_parameters_per_band_and_their_gradients_match_finite_differences():
     room = ParametricRoom(4000, SR, rt60_s=0.2)
     assert sorted(k for k, _ in __import__("mlx.utils").utils.tree_flatten(room.trainable_parameters())) == [
-        "level_db", "log_rt60"]
+        "level", "log_rt60"]
     weights = mx.array(np.random.default_rng(2).standard_normal(4000).astype(np.float32))
 
     def loss(log_rt60):  # a linear functional of the IR: large, smooth gradients
         room.log_rt60 = log_rt60
         return mx.sum(room.impulse_response() * weights)
 
-    point = mx.full((7,), np.log(0.2)) + mx.array(np.linspace(-0.3, 0.3, 7).astype(np.float32))
+    point = mx.full((7,), np.log(0.2) / 10) + mx.array(np.linspace(-0.03, 0.03, 7).astype(np.float32))
     grad = np.array(mx.grad(loss)(point))
-    eps = 1e-2
+    eps = 1e-3
     for band in (0, 3, 6):
         step = mx.array(np.eye(7, dtype=np.float32)[band] * eps)
         numeric = (loss(point + step).item() - loss(point - step).item()) / (2 * eps)
