@@ -44,8 +44,26 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
 
 
-@pytest.mark.skipif(not LAUNCH.exists(), reason="mlx.launch is not installed beside this Python")
+def _launch_problem() -> str | None:
+    """Why two ring processes cannot start here (no mlx.launch, no local sockets...), or None."""
+    if not LAUNCH.exists():
+        return "mlx.launch is not installed beside this Python"
+    probe = [str(LAUNCH), "-n", "2", "--backend", "ring", "--", sys.executable, "-c",
+             "import mlx.core as mx; g = mx.distributed.init(); assert g.size() == 2; "
+             "mx.eval(mx.distributed.all_sum(mx.ones(2)))"]
+    try:
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "two ring processes did not connect within 120 s"
+    if done.returncode != 0 or "exited with code" in done.stdout + done.stderr:
+        return f"two ring processes could not start: {(done.stdout + done.stderr)[-300:]}"
+    return None
+
+
 def test_two_processes_follow_the_single_process_curve_and_resume(tmp_path):
+    problem = _launch_problem()
+    if problem:
+        pytest.skip(problem)
     words = [f"data.dir={ROOT / 'data' / 'flute'}", f"data.cache_dir={tmp_path / 'cache'}", "train.eval_every=10",
              "train.checkpoint_every=10", "train.eval_at_end=false", "train.log_every=1"]
     alone = tmp_path / "alone"
