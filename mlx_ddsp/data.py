@@ -76,5 +76,6 @@ class BatchStream:
         n = len(self.dataset)
         return np.array([self._permutation(int(p // n))[p % n] for p in positions])
 
-    def batch(self, step: int) -> dict[str, mx.array]:
-        return self.dataset.stack(self.indices(step))
+    def batch(self, step: int, rows: slice = slice(None)) -> dict[str, mx.array]:
+        """Batch `step`, or its `rows` only (a data-parallel rank's share, see `mlx_ddsp.distributed.shard`)."""
+        return self.dataset.stack(self.indices(step)[rows])

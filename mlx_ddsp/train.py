@@ -8,8 +8,8 @@ usage: python -m mlx_ddsp.train RECIPE [key=value ...]
 Preprocesses the recipe's data folder when its cache is missing or stale, then trains with a compiled step, writing
 to the run dir: config.yaml, logs/metrics.jsonl, logs/curves.png (redrawn at validations), checkpoints/ (last
 few and best) and renders/step_NNNNNN/ (target and reconstruction WAVs of validation clips); with
-train.tensorboard=true also TensorBoard event files in logs/tensorboard/. Started again on a run dir with a checkpoint, it resumes from it;
-Ctrl-C (or SIGTERM) saves a checkpoint before exiting. When training stops it evaluates the best checkpoint on the
+train.tensorboard=true also TensorBoard event files in logs/tensorboard/. Started again on a run dir with a
+checkpoint, it resumes from it; Ctrl-C (or SIGTERM) saves a checkpoint before exiting. When training stops it evaluates the best checkpoint on the
 validation clips (eval/report.html and eval/metrics.json in the run dir; train.eval_at_end=false skips this).
 """
 
@@ -205,10 +205,10 @@ class MetricsLog:
         """logs/curves.png from every record so far (a resumed run's too: one continuous curve), once there is a
         training step to draw. Unless `force`d, a drawing is skipped until 20x the last one's time has passed, so
         frequent validations spend at most ~5 % of the wall time on it (a drawing takes ~0.5-1 s here)."""
+        if not force and time.perf_counter() - self._drawn_at < 20 * self._draw_seconds:
+            return
         records = figures.read_metrics_log(self.path)
         if not any("loss" in r for r in records):
-            return
-        if not force and time.perf_counter() - self._drawn_at < 20 * self._draw_seconds:
             return
         start = time.perf_counter()
         figures.save(figures.training_curves(records, grad_clip_norm), self.path.parent / "curves.png")
@@ -325,7 +325,7 @@ def train(cfg: Config, console: Console | None = None) -> dict:
             task = progress.add_task("", total=t.steps, completed=state["step"])
             while state["step"] < t.steps and not stopping and not out_of_time:
                 step = state["step"]
-                batch = train_set.stack(batches.indices(step)[rows])
+                batch = batches.batch(step, rows)
                 tic = time.perf_counter()
                 loss, grad_norm, ok = step_fn(batch["audio"], batch["f0_hz"], batch["loudness_db"])
                 mx.eval(model.state, optimizer.state, mx.random.state, loss, grad_norm, ok)
@@ -388,11 +388,10 @@ def train(cfg: Config, console: Console | None = None) -> dict:
 def _datasets(cfg: Config, world: World, console: Console) -> tuple[ExampleSet, ExampleSet]:
     """The training and validation examples. Rank 0 builds or refreshes the cache; the other ranks wait for it,
     then read their machine's cache, which must hold the same examples as rank 0's."""
-    if world.is_writer:
-        preprocess(cfg, console)
+    manifest = preprocess(cfg, console) if world.is_writer else None
     distributed.barrier(world)
     cache_dir = cache_dir_for(cfg)
-    manifest = load_manifest(cache_dir)
+    manifest = manifest or load_manifest(cache_dir)
     if manifest is None:
         raise TrainingError(f"rank {world.rank}: no feature cache at {cache_dir.resolve()} on this machine; run "
                             "`python -m mlx_ddsp.preprocess RECIPE` here first (with the same data as rank 0's)")
