@@ -40,7 +40,7 @@ class DataConfig:
     hop_seconds: float = 1.0  # hop between consecutive examples cut from a file
     val_fraction: float = 0.1  # share of files held out for validation (at least one file)
     val_files: list[str] = field(default_factory=list)  # explicit validation files (relative paths); overrides val_fraction
-    silence_db: float = -60.0  # frames quieter than this (A-weighted loudness) count as silent
+    silence_db: float = -60.0  # frames quieter than this (in features.loudness, dB) count as silent
     max_silent_fraction: float = 0.8  # examples with more silent frames than this are dropped
 
 
@@ -49,6 +49,7 @@ class FeaturesConfig:
     frame_rate: int = 250  # frames per second of f0 / loudness
     f0_min_hz: float = 38.0  # just below E1 (41 Hz), a double bass's lowest string
     f0_max_hz: float = 2100.0  # just above C7 (2093 Hz), a violin's and a flute's top
+    loudness: str = "a_weighted"  # the decoder's loudness input: "a_weighted" (Magenta's) or "power" (DDSP-VST's)
 
 
 @dataclass
@@ -239,6 +240,22 @@ def parse_overrides(words: list[str]) -> dict:
     return nested
 
 
+CHOICES = {  # keys that name one of a fixed set of things
+    "features.loudness": ("a_weighted", "power"),
+    "model.recurrent": ("gru", "mingru"),
+    "synth.reverb_model": ("free", "parametric"),
+}
+
+
+def check_choices(cfg: Config) -> None:
+    """Raise ConfigError naming the key and the value when a key of CHOICES names something that does not exist."""
+    for key, options in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in options:
+            raise ConfigError(f"'{key}' must be one of {', '.join(options)}; got {value!r}{_closest(value, list(options))}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults <- YAML recipe at `path` (optional) <- `key.sub=value` overrides."""
     cfg = Config()
@@ -255,6 +272,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"recipe '{path}' must be a mapping of sections to keys")
         _apply(cfg, values)
     _apply(cfg, parse_overrides(overrides or []))
+    check_choices(cfg)
     return cfg
 
 

@@ -1,4 +1,5 @@
-"""Frame-wise conditioning features: fundamental frequency with voicing confidence, and A-weighted loudness.
+"""Frame-wise conditioning features: fundamental frequency with voicing confidence, and loudness (A-weighted, or
+the plain power DDSP-VST computes).
 
 Frame convention (shared by every feature, the decoder, the synth and the metrics): frames are a whole number of
 samples apart, `hop = frame_hop(sample_rate, frame_rate) = round(sample_rate / frame_rate)`; there are
@@ -23,6 +24,7 @@ SILENCE_DB = -70.0  # frames quieter than this (RMS, dB re full scale) get no vo
 PITCHED = 0.05  # below this confidence a frame has no pitch of its own: its f0 is interpolated from its neighbours
 ANALYSIS_RATE = 16000  # Hz: the pitch tracker analyses audio at higher rates decimated to this
 LOUDNESS_WINDOW_SECONDS = 0.064  # loudness frame length (1024 samples at 16 kHz, whatever the rate)
+LOUDNESS_KINDS = ("a_weighted", "power")  # features.loudness: what the decoder's loudness input measures
 
 
 def frame_hop(sample_rate: int, frame_rate: float) -> int:
@@ -131,6 +133,36 @@ def compute_loudness(audio: np.ndarray, sample_rate: int, frame_rate: float = 25
         power = np.abs(np.fft.rfft(frames, n_fft, axis=-1)) ** 2 @ gain
         out[start : start + len(frames)] = 10.0 * np.log10(np.maximum(power, 1e-20))
     return np.maximum(out, LOUDNESS_FLOOR_DB)
+
+
+def compute_power(audio: np.ndarray, sample_rate: int, frame_rate: float = 250) -> np.ndarray:
+    """Mean-square power in dB per frame, floored at -80 dB: DDSP-VST's power feature (Magenta's `compute_power`
+    with centred frames, `pw_db`).
+
+    audio: (n_samples,) float in [-1, 1] at sample_rate Hz. Returns (T,) float32 (see the module's frame convention).
+    Per frame: 10 * log10 of the mean of the squared samples in a rectangular window of LOUDNESS_WINDOW_SECONDS
+    centred on the frame (1024 samples at 16 kHz, as the plugin's frame), no weighting and no reference level, so a
+    sine of amplitude A reads 20*log10(A) - 3.01 dB at any frequency.
+    """
+    hop = frame_hop(sample_rate, frame_rate)
+    length = 2 * round(LOUDNESS_WINDOW_SECONDS * sample_rate / 2)
+    n_total = n_frames_for(len(audio), hop)
+    padded = _padded(audio, length, 0, (n_total - 1) * hop).astype(np.float64)
+    energy = np.concatenate([[0.0], np.cumsum(padded * padded)])  # energy[n]: sum of the first n squared samples
+    starts = np.arange(n_total) * hop
+    mean_square = (energy[starts + length] - energy[starts]) / length
+    power_db = 10.0 * np.log10(np.maximum(mean_square, 10.0 ** (LOUDNESS_FLOOR_DB / 10.0)))
+    return np.maximum(power_db, LOUDNESS_FLOOR_DB).astype(np.float32)
+
+
+def frame_loudness(audio: np.ndarray, sample_rate: int, frame_rate: float, kind: str = "a_weighted") -> np.ndarray:
+    """(T,) loudness in dB of the kind a recipe names (`features.loudness`): "a_weighted" (`compute_loudness`,
+    Magenta's solo-instrument models) or "power" (`compute_power`, DDSP-VST's models)."""
+    if kind == "a_weighted":
+        return compute_loudness(audio, sample_rate, frame_rate)
+    if kind == "power":
+        return compute_power(audio, sample_rate, frame_rate)
+    raise ValueError(f"features.loudness must be one of {list(LOUDNESS_KINDS)}, not {kind!r}")
 
 
 # --- f0 -------------------------------------------------------------------------------------------------------

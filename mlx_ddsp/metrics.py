@@ -20,8 +20,8 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_ddsp.config import Config
-from mlx_ddsp.features import (VOICED_THRESHOLD, centred_frames, compute_loudness, estimate_f0, frame_hop,
-                               loudness_window)
+from mlx_ddsp.features import (VOICED_THRESHOLD, centred_frames, estimate_f0, frame_hop,
+                               frame_loudness, loudness_window)
 from mlx_ddsp.losses import recipe_loss
 
 AUDIBLE_DB = -60.0  # loudness_l1_db counts target frames above this
@@ -146,4 +146,4 @@ def track(audio: np.ndarray, cfg: Config) -> dict:
     """{"f0_hz", "confidence", "loudness_db"} (T,) of `audio` (N,) on the recipe's frames."""
     sr, rate = cfg.data.sample_rate, cfg.features.frame_rate
     f0_hz, confidence = estimate_f0(audio, sr, rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz)
-    return {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": compute_loudness(audio, sr, rate)}
+    return {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": frame_loudness(audio, sr, rate, cfg.features.loudness)}

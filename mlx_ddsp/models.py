@@ -35,7 +35,7 @@ def scale_f0(f0_hz: mx.array) -> mx.array:
 
 
 def scale_loudness(loudness_db: mx.array) -> mx.array:
-    """(B, T) A-weighted dB (floor -80) -> (B, T, 1) dB / 80 + 1, about [0, 1]."""
+    """(B, T) loudness in dB (A-weighted or power, floor -80) -> (B, T, 1) dB / 80 + 1, about [0, 1]."""
     return (loudness_db / LOUDNESS_RANGE_DB + 1.0)[..., None]
 
 

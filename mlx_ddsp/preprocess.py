@@ -37,7 +37,7 @@ from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.audio import AUDIO_EXTENSIONS, AudioError, file_rate, load_audio
 from mlx_ddsp.cli import UserError, run
 from mlx_ddsp.config import Config, ConfigError, load_config
-from mlx_ddsp.features import FEATURE_NAMES, VOICED_THRESHOLD, compute_loudness, estimate_f0, frame_hop
+from mlx_ddsp.features import FEATURE_NAMES, VOICED_THRESHOLD, estimate_f0, frame_hop, frame_loudness
 
 CACHE_VERSION = 2  # 2: frames a whole hop apart at any rate, pitch analysed at 16 kHz, 64 ms loudness window
 MANIFEST = "manifest.json"
@@ -62,6 +62,7 @@ def feature_params(cfg: Config) -> dict:
         "frame_rate": cfg.features.frame_rate,
         "f0_min_hz": cfg.features.f0_min_hz,
         "f0_max_hz": cfg.features.f0_max_hz,
+        "loudness": cfg.features.loudness,
         "min_samples": example_samples(cfg),
     }
 
@@ -132,7 +133,7 @@ def analyse(audio: np.ndarray, cfg: Config) -> dict:
     f0_hz, confidence = estimate_f0(
         audio, cfg.data.sample_rate, cfg.features.frame_rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz
     )
-    loudness_db = compute_loudness(audio, cfg.data.sample_rate, cfg.features.frame_rate)
+    loudness_db = frame_loudness(audio, cfg.data.sample_rate, cfg.features.frame_rate, cfg.features.loudness)
     return {"audio": audio, "f0_hz": f0_hz, "confidence": confidence, "loudness_db": loudness_db}
 
 
@@ -170,8 +171,32 @@ def split_files(relpaths: list[str], cfg: Config) -> dict[str, str]:
     return {p: "validation" if p in val else "train" for p in relpaths}
 
 
+def note_stats(arrays: list[dict], starts: list[list[int]], cfg: Config) -> dict | None:
+    """The range the training notes span, as DDSP-VST's model metadata gives it (`mean_min_pitch_note`, ...): per
+    training example, the lowest and highest pitch (MIDI) and loudness (dB) of its notes (voiced frames above
+    data.silence_db; the 5th and 95th percentiles, so one glitched frame does not set them), averaged over the
+    examples that have notes. None without a note."""
+    example_frames = example_hops(cfg) + 1
+    lows, highs = [], []
+    for a, file_starts in zip(arrays, starts):
+        on = (a["confidence"] >= VOICED_THRESHOLD) & (a["loudness_db"] >= cfg.data.silence_db)
+        for s in file_starts:
+            window = slice(s, s + example_frames)
+            if on[window].any():
+                midi = 12.0 * np.log2(a["f0_hz"][window][on[window]] / 440.0) + 69.0
+                notes = np.stack([midi, a["loudness_db"][window][on[window]]])
+                lows.append(np.percentile(notes, 5, axis=1))
+                highs.append(np.percentile(notes, 95, axis=1))
+    if not lows:
+        return None
+    (low_pitch, low_db), (high_pitch, high_db) = np.mean(lows, axis=0), np.mean(highs, axis=0)
+    return {"examples": len(lows), "mean_min_pitch_midi": float(low_pitch), "mean_max_pitch_midi": float(high_pitch),
+            "mean_min_loudness_db": float(low_db), "mean_max_loudness_db": float(high_db)}
+
+
 def training_stats(arrays: list[dict], starts: list[list[int]], cfg: Config) -> dict:
-    """Mean, std and quantiles of f0 (confident frames, Hz and MIDI) and loudness over the training examples."""
+    """Mean, std and quantiles of f0 (confident frames, Hz and MIDI) and loudness over the training examples, and
+    the training files' `note_stats`."""
     example_frames = example_hops(cfg)
     f0, loud = [], []
     for a, file_starts in zip(arrays, starts):
@@ -192,6 +217,7 @@ def training_stats(arrays: list[dict], starts: list[list[int]], cfg: Config) -> 
         "f0_hz": describe(f0),
         "f0_midi": describe(12.0 * np.log2(f0 / 440.0) + 69.0) if len(f0) else None,
         "loudness_db": describe(np.concatenate(loud) if loud else np.zeros(0)),
+        "notes": note_stats(arrays, starts, cfg),
     }
 
 

@@ -29,7 +29,7 @@ from mlx_ddsp import checkpoint
 from mlx_ddsp.audio import AudioError, load_audio, save_audio
 from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.metrics import AUDIBLE_DB, VOICED  # VOICED: confidence below which a frame counts as unvoiced
-from mlx_ddsp.features import LOUDNESS_FLOOR_DB, compute_loudness
+from mlx_ddsp.features import LOUDNESS_FLOOR_DB, frame_loudness
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, render_long
 from mlx_ddsp.preprocess import analyse
 
@@ -80,7 +80,7 @@ def _read(path: str | Path, sample_rate: int) -> np.ndarray:
 
 def reference_z(model: DDSP, audio: np.ndarray, cfg) -> mx.array:
     """(1, z_dims): the encoder's z of a reference recording, averaged over its audible frames."""
-    loudness_db = compute_loudness(audio, cfg.data.sample_rate, cfg.features.frame_rate)
+    loudness_db = frame_loudness(audio, cfg.data.sample_rate, cfg.features.frame_rate, cfg.features.loudness)
     z = model.encoder(mx.array(audio[None]), len(loudness_db))[0]  # (T, z_dims) at the feature frames
     audible = mx.array(loudness_db > AUDIBLE_DB if (loudness_db > AUDIBLE_DB).any() else np.ones(len(z), bool))
     return (mx.sum(z * audible[:, None], axis=0) / mx.sum(audible))[None]

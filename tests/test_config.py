@@ -62,6 +62,13 @@ def test_bad_values_are_errors_naming_the_key(override):
     assert override.split("=")[0] in str(err.value)
 
 
+@pytest.mark.parametrize("override", ["features.loudness=pwr", "model.recurrent=lstm", "synth.reverb_model=plate"])
+def test_a_choice_that_does_not_exist_names_key_and_value(override):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=f"'{key}' must be one of .*got '{value}'"):
+        load_config(None, [override])
+
+
 def test_missing_recipe_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlx_ddsp.audio import load_audio
-from mlx_ddsp.features import a_weighting_db, compute_loudness, estimate_f0
+from mlx_ddsp.features import a_weighting_db, compute_loudness, compute_power, estimate_f0, frame_loudness
 
 SR, FRAME_RATE, HOP = 16000, 250, 64
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -124,6 +124,34 @@ def test_loudness_of_a_1khz_sine(amplitude):
     loudness = compute_loudness(audio, SR, FRAME_RATE)
     expected = 20 * np.log10(amplitude) - 3.0103 + a_weighting_db(1000.0)
     np.testing.assert_allclose(loudness[10:-10], expected, atol=0.05)
+
+
+def magenta_power_db(audio, frame_size=1024, hop=320):
+    """Magenta's compute_power with centred frames, written out: pad half a frame each side, rectangular frames,
+    10 log10 of the mean square (floored at 1e-8), at least -80 dB."""
+    padded = np.pad(audio.astype(np.float64), frame_size // 2)
+    n_frames = (len(padded) - frame_size) // hop + 1
+    mean_square = np.array([np.mean(padded[i * hop : i * hop + frame_size] ** 2) for i in range(n_frames)])
+    return np.maximum(10 * np.log10(np.maximum(mean_square, 1e-8)), -80.0)
+
+
+def test_power_is_ddsp_vsts_feature():
+    rng = np.random.default_rng(3)
+    audio = (0.3 * rng.normal(size=3 * SR) * np.repeat([1.0, 0.0, 0.01], SR)).astype(np.float32)
+    ours = compute_power(audio, SR, 50)  # 50 frames/s: hop 320, as the plugin
+    np.testing.assert_allclose(ours, magenta_power_db(audio), atol=1e-3)
+    assert ours.min() == -80.0 and len(ours) == 3 * SR // 320 + 1
+
+
+@pytest.mark.parametrize("sample_rate", [16000, 48000])
+def test_power_of_a_sine_is_unweighted(sample_rate):
+    t = np.arange(sample_rate) / sample_rate
+    for frequency in (125.0, 1000.0):  # whole periods in the 64 ms window at both rates
+        power = compute_power((0.1 * np.sin(2 * np.pi * frequency * t)).astype(np.float32), sample_rate, 250)
+        np.testing.assert_allclose(power[20:-20], 20 * np.log10(0.1) - 3.0103, atol=1e-3)
+    assert np.array_equal(frame_loudness(np.zeros(100, np.float32), SR, 250, "power"), [-80.0, -80.0])
+    with pytest.raises(ValueError, match="features.loudness"):
+        frame_loudness(np.zeros(100, np.float32), SR, 250, "rms")
 
 
 def test_loudness_a_weighting_and_floor():
