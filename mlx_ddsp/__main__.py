@@ -15,6 +15,8 @@ COMMANDS = [
      "python -m mlx_ddsp.resynth runs/flute_cpu voice.wav voice_flute.wav --auto-adjust"),
     ("ablate", "train and evaluate model variants (branches, or speed options) side by side",
      "python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.steps=300 --out runs/ablation"),
+    ("export", "write a run trained with recipes/vst.yaml as a model the DDSP-VST plugin plays",
+     "python -m mlx_ddsp.export runs/vst_cpu --format ddsp-vst --out flute.tflite"),
 ]
 
 
@@ -25,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, purpose, example in COMMANDS:
         lines += [f"  {name:<{width}}  {purpose}", f"  {'':<{width}}  e.g. {example}"]
     lines += ["", "recipes: recipes/flute.yaml (MacBook GPU), recipes/flute_cpu.yaml (about 30 min on a 2-core CPU),",
-              "         recipes/smoke.yaml (a 1-minute check); override any key with key.sub=value words."]
+              "         recipes/vst_cpu.yaml (a DDSP-VST model), recipes/smoke.yaml (a 1-minute check);",
+              "         override any key with key.sub=value words."]
     print("\n".join(lines))
     return 0 if not argv or argv[0] in ("-h", "--help") else 2
 

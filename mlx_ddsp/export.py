@@ -254,13 +254,17 @@ def export_ddsp_vst(run_dir: str | Path, out: str | Path, which: str = "best", c
     return metadata
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlx_ddsp.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a training run directory")
     parser.add_argument("--format", required=True, choices=["ddsp-vst"], help="what to write")
     parser.add_argument("--out", required=True, help="output file (e.g. flute.tflite)")
     parser.add_argument("--which", default="best", help="checkpoint: best, last or a checkpoint folder (default best)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run(lambda console: export_ddsp_vst(args.run_dir, args.out, args.which, console))
 
 

@@ -14,7 +14,7 @@ import soundfile as sf
 
 from mlx_ddsp import ablate
 from mlx_ddsp import eval as evaluation
-from mlx_ddsp import preprocess, resynth, train
+from mlx_ddsp import export, preprocess, resynth, train
 from mlx_ddsp.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def test_readme_commands_exist_and_their_flags_parse():
     commands = readme_commands()
     assert len(commands) >= 8
     parsers = {"mlx_ddsp.eval": evaluation.build_parser(), "mlx_ddsp.resynth": resynth.build_parser(),
-               "mlx_ddsp.ablate": ablate.build_parser()}
+               "mlx_ddsp.ablate": ablate.build_parser(), "mlx_ddsp.export": export.build_parser()}
     helps = {}
     for words in commands:
         if words[0] == "-m" and words[1] in ("mlx_ddsp.train", "mlx_ddsp.preprocess"):
@@ -89,7 +89,7 @@ def test_readme_commands_exist_and_their_flags_parse():
 
 
 @pytest.mark.parametrize("module", ["mlx_ddsp", "mlx_ddsp.train", "mlx_ddsp.preprocess", "mlx_ddsp.eval",
-                                    "mlx_ddsp.resynth", "mlx_ddsp.ablate"])
+                                    "mlx_ddsp.resynth", "mlx_ddsp.ablate", "mlx_ddsp.export"])
 def test_every_command_has_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "MLX_DDSP_PRELOAD": "0"})
