@@ -2,6 +2,7 @@
 features driven frame by frame with the state fed back, against mlx_ddsp's own model."""
 
 import json
+import struct
 import zipfile
 from pathlib import Path
 
@@ -58,6 +59,14 @@ def test_the_plugins_validation_passes(exported):
     assert [sizes[n] for n in OUTPUT_NAMES] == [1, 60, 65, 512]
     with zipfile.ZipFile(path) as archive:  # the zip appended to the flatbuffer, read from the whole file
         metadata = json.loads(archive.read("metadata.json"))
+    # JUCE's ZipFile takes the offsets as they are: the central directory and the entry's local header must sit
+    # where the end record and the directory say, counted from the start of the file.
+    data = path.read_bytes()
+    end = data.rfind(b"PK\x05\x06")
+    directory_size, directory_offset = struct.unpack("<II", data[end + 12 : end + 20])
+    assert directory_offset == end - directory_size and data[directory_offset : directory_offset + 4] == b"PK\x01\x02"
+    local_header = struct.unpack("<I", data[directory_offset + 42 : directory_offset + 46])[0]
+    assert data[local_header : local_header + 4] == b"PK\x03\x04"
     assert set(METADATA_KEYS) <= set(metadata)
     assert 200.0 < metadata["mean_min_pitch_note_hz"] < metadata["mean_max_pitch_note_hz"] < 2100.0  # flute notes
     assert -80.0 <= metadata["mean_min_power_note"] < metadata["mean_max_power_note"] <= 0.0
