@@ -85,26 +85,14 @@ class Graph:
         tensors = [_tensor(b, t) for t in self.tensors]
         operators = [_operator(b, *op) for op in self.operators]
         opcodes = [_opcode(b, code) for code in self.opcodes]
-        name = b.CreateString("main")
-        tensor_vector, operator_vector = _table_vector(b, tensors), _table_vector(b, operators)
-        inputs, outputs = _ints(b, self.inputs), _ints(b, self.outputs)
-        tflite.SubGraphStart(b)
-        tflite.SubGraphAddTensors(b, tensor_vector)
-        tflite.SubGraphAddInputs(b, inputs)
-        tflite.SubGraphAddOutputs(b, outputs)
-        tflite.SubGraphAddOperators(b, operator_vector)
-        tflite.SubGraphAddName(b, name)
-        subgraph = tflite.SubGraphEnd(b)
-        subgraphs, opcode_vector, buffer_vector = (_table_vector(b, [subgraph]), _table_vector(b, opcodes),
-                                                   _table_vector(b, buffers))
-        text = b.CreateString(description)
-        tflite.ModelStart(b)
-        tflite.ModelAddVersion(b, SCHEMA_VERSION)
-        tflite.ModelAddOperatorCodes(b, opcode_vector)
-        tflite.ModelAddSubgraphs(b, subgraphs)
-        tflite.ModelAddDescription(b, text)
-        tflite.ModelAddBuffers(b, buffer_vector)
-        b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+        subgraph = _table(b, "SubGraph", {"Tensors": _table_vector(b, tensors), "Inputs": _ints(b, self.inputs),
+                                          "Outputs": _ints(b, self.outputs),
+                                          "Operators": _table_vector(b, operators), "Name": b.CreateString("main")})
+        model = _table(b, "Model", {"Version": SCHEMA_VERSION, "OperatorCodes": _table_vector(b, opcodes),
+                                    "Subgraphs": _table_vector(b, [subgraph]),
+                                    "Description": b.CreateString(description),
+                                    "Buffers": _table_vector(b, buffers)})
+        b.Finish(model, file_identifier=b"TFL3")
         return bytes(b.Output())
 
 
@@ -119,55 +107,41 @@ def _table_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
     return b.EndVector()
 
 
+def _table(b: flatbuffers.Builder, table: str, fields: dict) -> int:
+    """One table of the schema, e.g. ("Tensor", {"Shape": offset, "Type": 0}), through its generated builders
+    (`tflite.TensorStart`, `tflite.TensorAddShape`, ...). Offsets in `fields` (strings, vectors, tables) must be
+    built before: flatbuffers forbids nesting."""
+    getattr(tflite, f"{table}Start")(b)
+    for field, value in fields.items():
+        getattr(tflite, f"{table}Add{field}")(b, value)
+    return getattr(tflite, f"{table}End")(b)
+
+
 def _buffer(b: flatbuffers.Builder, data: bytes) -> int:
-    vector = None
-    if data:  # the bytes, aligned as TFLite's converter aligns them (kernels may read them in place)
-        b.StartVector(1, len(data), BUFFER_ALIGNMENT)
-        b.head = b.Head() - len(data)
-        b.Bytes[b.Head() : b.Head() + len(data)] = data
-        b.vectorNumElems = len(data)
-        vector = b.EndVector()
-    tflite.BufferStart(b)
-    if vector is not None:
-        tflite.BufferAddData(b, vector)
-    return tflite.BufferEnd(b)
+    if not data:
+        return _table(b, "Buffer", {})
+    b.StartVector(1, len(data), BUFFER_ALIGNMENT)  # the bytes, aligned as TFLite's converter aligns them
+    b.head = b.Head() - len(data)
+    b.Bytes[b.Head() : b.Head() + len(data)] = data
+    b.vectorNumElems = len(data)
+    return _table(b, "Buffer", {"Data": b.EndVector()})
 
 
 def _tensor(b: flatbuffers.Builder, tensor: dict) -> int:
     name, shape = b.CreateString(tensor["name"]), _ints(b, tensor["shape"])
-    tflite.TensorStart(b)
-    tflite.TensorAddShape(b, shape)
-    tflite.TensorAddType(b, TENSOR_TYPES[tensor["dtype"]])
-    tflite.TensorAddBuffer(b, tensor["buffer"])
-    tflite.TensorAddName(b, name)
-    return tflite.TensorEnd(b)
-
-
-def _options(b: flatbuffers.Builder, options: tuple) -> tuple[int, int]:
-    """("XOptions", {"Field": value}) -> (union type, table offset), through the schema's generated builders."""
-    table, fields = options
-    getattr(tflite, f"{table}Start")(b)
-    for field, value in fields.items():
-        getattr(tflite, f"{table}Add{field}")(b, value)
-    return getattr(tflite.BuiltinOptions, table), getattr(tflite, f"{table}End")(b)
+    return _table(b, "Tensor", {"Shape": shape, "Type": TENSOR_TYPES[tensor["dtype"]], "Buffer": tensor["buffer"],
+                                "Name": name})
 
 
 def _operator(b: flatbuffers.Builder, opcode: int, inputs: list[int], outputs: list[int], options) -> int:
-    input_vector, output_vector = _ints(b, inputs), _ints(b, outputs)
-    option_type, option_table = _options(b, options) if options else (None, None)
-    tflite.OperatorStart(b)
-    tflite.OperatorAddOpcodeIndex(b, opcode)
-    tflite.OperatorAddInputs(b, input_vector)
-    tflite.OperatorAddOutputs(b, output_vector)
-    if options:
-        tflite.OperatorAddBuiltinOptionsType(b, option_type)
-        tflite.OperatorAddBuiltinOptions(b, option_table)
-    return tflite.OperatorEnd(b)
+    fields = {"OpcodeIndex": opcode, "Inputs": _ints(b, inputs), "Outputs": _ints(b, outputs)}
+    if options:  # ("XOptions", {"Field": value}): the union's type and its table
+        table, option_fields = options
+        fields.update(BuiltinOptionsType=getattr(tflite.BuiltinOptions, table),
+                      BuiltinOptions=_table(b, table, option_fields))
+    return _table(b, "Operator", fields)
 
 
 def _opcode(b: flatbuffers.Builder, code: int) -> int:
-    tflite.OperatorCodeStart(b)
-    tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, tflite.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES))
-    tflite.OperatorCodeAddBuiltinCode(b, code)
-    tflite.OperatorCodeAddVersion(b, 1)
-    return tflite.OperatorCodeEnd(b)
+    deprecated = min(code, tflite.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+    return _table(b, "OperatorCode", {"DeprecatedBuiltinCode": deprecated, "BuiltinCode": code, "Version": 1})
