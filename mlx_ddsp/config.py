@@ -25,6 +25,7 @@ import yaml
 
 from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.cli import UserError
+from mlx_ddsp.features import LOUDNESS_KINDS
 
 
 class ConfigError(UserError, ValueError):
@@ -241,7 +242,7 @@ def parse_overrides(words: list[str]) -> dict:
 
 
 CHOICES = {  # keys that name one of a fixed set of things
-    "features.loudness": ("a_weighted", "power"),
+    "features.loudness": LOUDNESS_KINDS,
     "model.recurrent": ("gru", "mingru"),
     "synth.reverb_model": ("free", "parametric"),
 }
