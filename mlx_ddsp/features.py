@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
+from mlx_ddsp.resampler import Resampler
+
 LOUDNESS_FLOOR_DB = -80.0
 FEATURE_NAMES = ("f0_hz", "confidence", "loudness_db")  # the per-frame arrays the cache stores beside the audio
 VOICED_THRESHOLD = 0.5  # confidence at and above which a frame counts as voiced (resynth, eval, preprocess)
@@ -108,6 +110,31 @@ def a_weighting_db(frequencies_hz: np.ndarray) -> np.ndarray:
         return 20.0 * np.log10(ra) + 2.0
 
 
+def _a_weighting_gain(sample_rate: int, n_fft: int, window: np.ndarray) -> np.ndarray:
+    """(n_fft // 2 + 1,) per-bin weights that turn a windowed frame's |rfft|^2 into its A-weighted mean square."""
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    gain = 10.0 ** (a_weighting_db(frequencies) / 10.0)
+    gain[1:-1] *= 2.0  # one-sided spectrum: every bin but DC and Nyquist stands for two
+    if n_fft % 2:
+        gain[-1] *= 2.0  # an odd size has no Nyquist bin
+    return gain / (n_fft * np.sum(window.astype(np.float64) ** 2))
+
+
+def window_loudness(frames: np.ndarray, sample_rate: int, kind: str = "a_weighted") -> np.ndarray:
+    """(n,) float32 loudness in dB, floored at -80 dB, of (n, L) frames of LOUDNESS_WINDOW_SECONDS at sample_rate
+    centred on their frames' times (L = len(loudness_window(sample_rate)[0])); see compute_loudness and
+    compute_power for the two kinds."""
+    window, n_fft = loudness_window(sample_rate)
+    if kind == "a_weighted":
+        power = np.abs(np.fft.rfft(frames * window, n_fft, axis=-1)) ** 2 @ _a_weighting_gain(sample_rate, n_fft,
+                                                                                             window)
+    elif kind == "power":
+        power = np.mean(np.square(frames, dtype=np.float64), axis=-1)
+    else:
+        raise ValueError(f"features.loudness must be one of {list(LOUDNESS_KINDS)}, not {kind!r}")
+    return np.maximum(10.0 * np.log10(np.maximum(power, 1e-20)), LOUDNESS_FLOOR_DB).astype(np.float32)
+
+
 def compute_loudness(audio: np.ndarray, sample_rate: int, frame_rate: float = 250) -> np.ndarray:
     """A-weighted loudness in dB per frame, floored at -80 dB.
 
@@ -117,22 +144,7 @@ def compute_loudness(audio: np.ndarray, sample_rate: int, frame_rate: float = 25
     is the A-weighted mean-square level of the frame (Magenta DDSP's definition up to its constant reference): a
     sine of amplitude A at 1 kHz reads 20*log10(A) - 3.01 dB at every sample rate.
     """
-    hop = frame_hop(sample_rate, frame_rate)
-    window, n_fft = loudness_window(sample_rate)  # zero-padded to a fast size; Parseval holds for the padded transform
-    frequencies = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    gain = 10.0 ** (a_weighting_db(frequencies) / 10.0)
-    gain[1:-1] *= 2.0  # one-sided spectrum: every bin but DC and Nyquist stands for two
-    if n_fft % 2:
-        gain[-1] *= 2.0  # an odd size has no Nyquist bin
-    gain /= n_fft * np.sum(window.astype(np.float64) ** 2)
-    n_total = n_frames_for(len(audio), hop)
-    out = np.empty(n_total, np.float32)
-    block = 4096
-    for start in range(0, n_total, block):
-        frames = centred_frames(audio, len(window), hop, start, min(block, n_total - start)) * window
-        power = np.abs(np.fft.rfft(frames, n_fft, axis=-1)) ** 2 @ gain
-        out[start : start + len(frames)] = 10.0 * np.log10(np.maximum(power, 1e-20))
-    return np.maximum(out, LOUDNESS_FLOOR_DB)
+    return frame_loudness(audio, sample_rate, frame_rate, "a_weighted")
 
 
 def compute_power(audio: np.ndarray, sample_rate: int, frame_rate: float = 250) -> np.ndarray:
@@ -144,25 +156,23 @@ def compute_power(audio: np.ndarray, sample_rate: int, frame_rate: float = 250) 
     centred on the frame (1024 samples at 16 kHz, as the plugin's frame), no weighting and no reference level, so a
     sine of amplitude A reads 20*log10(A) - 3.01 dB at any frequency.
     """
-    hop = frame_hop(sample_rate, frame_rate)
-    length = 2 * round(LOUDNESS_WINDOW_SECONDS * sample_rate / 2)
-    n_total = n_frames_for(len(audio), hop)
-    padded = _padded(audio, length, 0, (n_total - 1) * hop).astype(np.float64)
-    energy = np.concatenate([[0.0], np.cumsum(padded * padded)])  # energy[n]: sum of the first n squared samples
-    starts = np.arange(n_total) * hop
-    mean_square = (energy[starts + length] - energy[starts]) / length
-    power_db = 10.0 * np.log10(np.maximum(mean_square, 10.0 ** (LOUDNESS_FLOOR_DB / 10.0)))
-    return np.maximum(power_db, LOUDNESS_FLOOR_DB).astype(np.float32)
+    return frame_loudness(audio, sample_rate, frame_rate, "power")
 
 
 def frame_loudness(audio: np.ndarray, sample_rate: int, frame_rate: float, kind: str = "a_weighted") -> np.ndarray:
     """(T,) loudness in dB of the kind a recipe names (`features.loudness`): "a_weighted" (`compute_loudness`,
     Magenta's solo-instrument models) or "power" (`compute_power`, DDSP-VST's models)."""
-    if kind == "a_weighted":
-        return compute_loudness(audio, sample_rate, frame_rate)
-    if kind == "power":
-        return compute_power(audio, sample_rate, frame_rate)
-    raise ValueError(f"features.loudness must be one of {list(LOUDNESS_KINDS)}, not {kind!r}")
+    if kind not in LOUDNESS_KINDS:
+        raise ValueError(f"features.loudness must be one of {list(LOUDNESS_KINDS)}, not {kind!r}")
+    hop = frame_hop(sample_rate, frame_rate)
+    length = len(loudness_window(sample_rate)[0])
+    n_total = n_frames_for(len(audio), hop)
+    out = np.empty(n_total, np.float32)
+    block = 4096
+    for start in range(0, n_total, block):
+        frames = centred_frames(audio, length, hop, start, min(block, n_total - start))
+        out[start : start + len(frames)] = window_loudness(frames, sample_rate, kind)
+    return out
 
 
 # --- f0 -------------------------------------------------------------------------------------------------------
@@ -343,6 +353,81 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
     return probs
 
 
+def _fill_unpitched(f0_hz: np.ndarray, pitched: np.ndarray, fallback_hz: float) -> np.ndarray:
+    """Interpolate f0 across unpitched frames in log frequency, holding the nearest value at the ends."""
+    if not pitched.any():
+        return np.full_like(f0_hz, fallback_hz)
+    index = np.arange(len(f0_hz))
+    return np.exp2(np.interp(index, index[pitched], np.log2(f0_hz[pitched]))).astype(np.float32)
+
+
+def analysis_range(sample_rate: int, f0_min_hz: float, f0_max_hz: float) -> tuple[int, int, int]:
+    """(analysis rate, min_lag, max_lag): the rate estimate_f0 analyses at and the shortest and longest periods, in
+    samples at that rate, of the f0 range."""
+    rate = min(sample_rate, ANALYSIS_RATE)
+    return rate, max(2, int(np.floor(rate / f0_max_hz))), int(np.ceil(rate / f0_min_hz))
+
+
+def analysis_extent(max_lag: int) -> tuple[int, int]:
+    """(before, after): the samples (at the analysis rate) a frame's analysis window reaches before its centre and
+    after it (the centre included in neither). d(tau) compares the W samples from the window's start with those tau
+    later: the W are centred on the frame's time, so the estimate is late by half a period at most (a window-long
+    offset smears vibrato)."""
+    before = (max_lag + 2) // 2
+    return before, 2 * max_lag + 2 - before - 1
+
+
+def frame_centres(n_frames: int, hop: int, sample_rate: int, rate: int, first: int = 0) -> np.ndarray:
+    """(n_frames,) centres of frames first.. (frame t at sample t * hop of sample_rate) in samples at `rate`."""
+    t = np.arange(first, first + n_frames, dtype=np.int64)
+    return (t * hop * rate + sample_rate // 2) // sample_rate
+
+
+def frame_candidates(audio: np.ndarray, centres: np.ndarray, min_lag: int, max_lag: int):
+    """Candidate periods and their probabilities for the frames centred on `centres` (n,) samples of `audio` (at the
+    analysis rate; zeros outside it).
+
+    Returns lags (n, M) in samples (np.inf where missing) and probs (n, M): pYIN's threshold-prior probabilities
+    after the spectral octave check, scaled down in frames under SILENCE_DB (see estimate_f0).
+    """
+    before, after = analysis_extent(max_lag)
+    padded = _padded(audio, before + after + 1, centres[0], centres[-1], before=before)
+    difference, cmndf, power, level_db = _difference(padded, centres - centres[0], max_lag)
+    lags, values = _candidates(difference, cmndf, min_lag)
+    probs = _octave_arbitration(lags, values, _candidate_probabilities(values), power)
+    # A periodic whisper under SILENCE_DB (a release tail, dither) is not a note: full confidence from 10 dB above it.
+    return lags, probs * np.clip((level_db - SILENCE_DB) / 10.0, 0.0, 1.0)[:, None]
+
+
+def path_costs(lags: np.ndarray, probs: np.ndarray, rate: int, octave_cost: float,
+               previous_confidence: float | None = None):
+    """What the path search weighs, per frame: (cost (n, M), cents (n, M), jump_cost (n,), confidence (n,)).
+
+    Emission cost: -log of each candidate's probability relative to the frame's best, weighted by how voiced the
+    frame is (noise and silence do not steer the path); missing candidates (cents NaN) never win. A jump into frame
+    t costs jump_cost[t] per octave: octave_cost times the lower confidence of frames t-1 and t (the frame before
+    the first is `previous_confidence`, or the first itself), so jumps cost most between confidently voiced frames
+    and through silence and noise the path moves freely.
+    """
+    confidence = probs.sum(axis=1)
+    valid = np.isfinite(lags)
+    cents = np.where(valid, 1200.0 * np.log2(np.where(valid, rate / lags, 1.0) / 440.0), np.nan)
+    relative = probs / np.maximum(probs.max(axis=1, keepdims=True), 1e-12)
+    cost = np.where(valid, -np.log(np.maximum(relative, 1e-4)) * confidence[:, None], 1e9)
+    cost[~valid.any(axis=1), 0] = 0.0  # frames with no candidate at all
+    before = confidence[:1] if previous_confidence is None else np.array([previous_confidence])
+    jump_cost = octave_cost * np.minimum(confidence, np.concatenate([before, confidence[:-1]]))
+    return cost, cents, jump_cost, confidence
+
+
+def _transition(previous_cents: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) -> np.ndarray:
+    """(..., from, to) cost of moving between candidates of consecutive frames: jump_cost (...) per octave between
+    valid ones, free to or from a missing one (NaN cents). previous_cents, cents: (..., M)."""
+    jump = np.abs(np.nan_to_num(cents[..., None, :]) - np.nan_to_num(previous_cents[..., :, None]))
+    valid = np.isfinite(cents)[..., None, :] & np.isfinite(previous_cents)[..., :, None]
+    return np.where(valid, jump * (jump_cost[..., None, None] / 1200.0), 0.0)
+
+
 def _viterbi(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) -> np.ndarray:
     """Cheapest path through per-frame candidates; a jump of c cents into frame t costs jump_cost[t] * |c| / 1200.
 
@@ -350,10 +435,7 @@ def _viterbi(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) ->
     jump_cost: (n,) cost of an octave's jump into each frame.
     """
     n, m = cost_emit.shape
-    valid = np.isfinite(cents)
-    jump = np.abs(np.nan_to_num(cents[1:, None, :]) - np.nan_to_num(cents[:-1, :, None]))  # (n-1, from, to)
-    jump = jump * (jump_cost[1:, None, None] / 1200.0)
-    transitions = np.where(valid[1:, None, :] & valid[:-1, :, None], jump, 0.0)
+    transitions = _transition(cents[:-1], cents[1:], jump_cost[1:])  # (n-1, from, to)
     back = np.empty((n - 1, m), np.intp)
     total = cost_emit[0].copy()
     for t in range(n - 1):
@@ -367,12 +449,42 @@ def _viterbi(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) ->
     return path
 
 
-def _fill_unpitched(f0_hz: np.ndarray, pitched: np.ndarray, fallback_hz: float) -> np.ndarray:
-    """Interpolate f0 across unpitched frames in log frequency, holding the nearest value at the ends."""
-    if not pitched.any():
-        return np.full_like(f0_hz, fallback_hz)
-    index = np.arange(len(f0_hz))
-    return np.exp2(np.interp(index, index[pitched], np.log2(f0_hz[pitched]))).astype(np.float32)
+def forward_path(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray, carry: dict | None = None):
+    """The causal counterpart of _viterbi: each frame takes the end of the cheapest path up to it (no look-ahead).
+
+    Same arguments as _viterbi. carry: {"total": (m,), "cents": (m,)} from the call for the frames before (None:
+    these are the first). Returns the path (n,) and the carry for the next frames.
+    """
+    total = None if carry is None else carry["total"]
+    previous = None if carry is None else carry["cents"]
+    path = np.empty(len(cost_emit), np.intp)
+    for t in range(len(cost_emit)):
+        if total is None:
+            total = cost_emit[t].copy()
+        else:
+            total = (total[:, None] + _transition(previous, cents[t], jump_cost[t])).min(axis=0) + cost_emit[t]
+            total -= total.min()  # only differences matter; keeps the sums small over hours
+        path[t] = np.argmin(total)
+        previous = cents[t]
+    return path, {"total": total, "cents": previous}
+
+
+def chosen_f0(lags: np.ndarray, path: np.ndarray, confidence: np.ndarray, rate: int, f0_min_hz: float,
+              f0_max_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """(f0_hz (n,), pitched (n,)): the path's candidates in Hz (0 where missing) and which frames have a pitch of
+    their own (confidence >= PITCHED and f0 within the range)."""
+    chosen = lags[np.arange(len(path)), path]
+    f0_hz = np.where(np.isfinite(chosen), rate / np.where(np.isfinite(chosen), chosen, 1.0), 0.0)
+    return f0_hz.astype(np.float32), (confidence >= PITCHED) & (f0_hz >= f0_min_hz) & (f0_hz <= f0_max_hz)
+
+
+def hold_unpitched(f0_hz: np.ndarray, pitched: np.ndarray, last_hz: float) -> tuple[np.ndarray, float]:
+    """The causal counterpart of _fill_unpitched: unpitched frames hold the last pitched frame's f0 (`last_hz`
+    before the first). Returns the filled (n,) float32 and the last value to carry on."""
+    index = np.where(pitched, np.arange(len(f0_hz)), -1)
+    np.maximum.accumulate(index, out=index)
+    filled = np.where(index >= 0, f0_hz[np.maximum(index, 0)], last_hz).astype(np.float32)
+    return filled, float(filled[-1]) if len(filled) else last_hz
 
 
 def estimate_f0(
@@ -382,6 +494,7 @@ def estimate_f0(
     f0_min_hz: float = 38.0,
     f0_max_hz: float = 2100.0,
     octave_cost: float = 2.0,
+    causal: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fundamental frequency and voicing confidence: YIN candidates, pYIN's probabilities, a spectral octave check,
     Viterbi smoothing.
@@ -401,47 +514,28 @@ def estimate_f0(
     `confidence` in [0, 1] is the frame's total voiced probability (the pipeline calls a frame voiced at
     VOICED_THRESHOLD). Frames with no pitch of their own (confidence < PITCHED: silence, noise) get f0 interpolated
     in log frequency between their neighbours, so f0 never jumps to 0.
+    causal=True gives what a live tracker can (`mlx_ddsp.stream`): each frame's path choice looks at no later frame
+    (`forward_path`), unpitched frames hold the last pitch, and audio above ANALYSIS_RATE is decimated by the
+    streaming `Resampler`; frame t still needs its analysis window, up to `analysis_extent(...)[1]` samples after
+    its centre.
     """
     audio = np.asarray(audio, dtype=np.float32)
     hop = frame_hop(sample_rate, frame_rate)
     n_total = n_frames_for(len(audio), hop)
-    rate = min(sample_rate, ANALYSIS_RATE)
+    rate, min_lag, max_lag = analysis_range(sample_rate, f0_min_hz, f0_max_hz)
     if rate != sample_rate:
-        audio = soxr.resample(audio, sample_rate, rate, quality="HQ").astype(np.float32)
-    centres = (np.arange(n_total, dtype=np.int64) * hop * rate + sample_rate // 2) // sample_rate  # at `rate`
-    min_lag = max(2, int(np.floor(rate / f0_max_hz)))
-    max_lag = int(np.ceil(rate / f0_min_hz))
-    frame_length = 2 * max_lag + 2
+        audio = (Resampler(sample_rate, rate).resample(audio) if causal
+                 else soxr.resample(audio, sample_rate, rate, quality="HQ").astype(np.float32))
+    centres = frame_centres(n_total, hop, sample_rate, rate)
     lags = np.empty((n_total, N_CANDIDATES))
     probs = np.empty((n_total, N_CANDIDATES))
-    level_db = np.empty(n_total)
     block = 2048
     for start in range(0, n_total, block):
-        count = min(block, n_total - start)
-        # d(tau) compares the W samples from the frame's start with those tau later: centre the W on the frame's
-        # time, so the estimate is late by half a period at most (a window-long offset smears vibrato).
-        block_centres = centres[start : start + count]
-        padded = _padded(audio, frame_length, block_centres[0], block_centres[-1], before=(max_lag + 2) // 2)
-        difference, cmndf, power, level_db[start : start + count] = _difference(
-            padded, block_centres - block_centres[0], max_lag)
-        block_lags, values = _candidates(difference, cmndf, min_lag)
-        lags[start : start + count] = block_lags
-        probs[start : start + count] = _octave_arbitration(block_lags, values, _candidate_probabilities(values), power)
-    # A periodic whisper under SILENCE_DB (a release tail, dither) is not a note: full confidence from 10 dB above it.
-    probs *= np.clip((level_db - SILENCE_DB) / 10.0, 0.0, 1.0)[:, None]
-    confidence = probs.sum(axis=1)
-    valid = np.isfinite(lags)
-    cents = np.where(valid, 1200.0 * np.log2(np.where(valid, rate / lags, 1.0) / 440.0), np.nan)
-    # Emission cost: -log of each candidate's probability relative to the frame's best, weighted by how voiced the
-    # frame is (noise and silence do not steer the path); missing candidates never win.
-    relative = probs / np.maximum(probs.max(axis=1, keepdims=True), 1e-12)
-    cost = np.where(valid, -np.log(np.maximum(relative, 1e-4)) * confidence[:, None], 1e9)
-    cost[~valid.any(axis=1), 0] = 0.0  # frames with no candidate at all
-    # Jumps cost most between confidently voiced frames; through silence and noise the path moves freely.
-    jump_cost = octave_cost * np.minimum(confidence, np.concatenate([confidence[:1], confidence[:-1]]))
-    path = _viterbi(cost, cents, jump_cost)
-    chosen = lags[np.arange(n_total), path]
-    f0_hz = np.where(np.isfinite(chosen), rate / np.where(np.isfinite(chosen), chosen, 1.0), 0.0)
-    pitched = (confidence >= PITCHED) & (f0_hz >= f0_min_hz) & (f0_hz <= f0_max_hz)
-    f0_hz = _fill_unpitched(f0_hz.astype(np.float32), pitched, np.sqrt(f0_min_hz * f0_max_hz))
+        frames = slice(start, start + block)
+        lags[frames], probs[frames] = frame_candidates(audio, centres[frames], min_lag, max_lag)
+    cost, cents, jump_cost, confidence = path_costs(lags, probs, rate, octave_cost)
+    path = forward_path(cost, cents, jump_cost)[0] if causal else _viterbi(cost, cents, jump_cost)
+    f0_hz, pitched = chosen_f0(lags, path, confidence, rate, f0_min_hz, f0_max_hz)
+    fallback_hz = np.sqrt(f0_min_hz * f0_max_hz)
+    f0_hz = hold_unpitched(f0_hz, pitched, fallback_hz)[0] if causal else _fill_unpitched(f0_hz, pitched, fallback_hz)
     return f0_hz, np.clip(confidence, 0.0, 1.0).astype(np.float32)

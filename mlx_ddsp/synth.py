@@ -77,10 +77,19 @@ def wrapped_cumsum(cycles: mx.array) -> mx.array:
 
     cycles: (..., N) increments in cycles (turns) in [0, 1). Returns (..., N) inclusive running sums in [0, 1).
     """
-    fixed_point = (mx.remainder(cycles, 1.0) * 2.0**32).astype(mx.uint32)
-    exact = (mx.cumsum(fixed_point, axis=-1) >> 8).astype(mx.float32) * 2.0**-24
+    exact = cycles_from_fixed_point(mx.cumsum(fixed_point_cycles(cycles), axis=-1))
     approx = mx.cumsum(cycles, axis=-1)
     return exact + (approx - mx.stop_gradient(approx))
+
+
+def fixed_point_cycles(cycles: mx.array) -> mx.array:
+    """Phase increments in cycles -> uint32 fixed point (1 cycle = 2**32), wrapped into [0, 1) first."""
+    return (mx.remainder(cycles, 1.0) * 2.0**32).astype(mx.uint32)
+
+
+def cycles_from_fixed_point(accumulated: mx.array) -> mx.array:
+    """uint32 fixed-point phase -> float32 cycles in [0, 1) (the top 24 bits, all a float32 holds there)."""
+    return (accumulated >> 8).astype(mx.float32) * 2.0**-24
 
 
 def remove_above_nyquist(f0_hz: mx.array, harmonic_distribution: mx.array, sample_rate: int) -> mx.array:
@@ -255,13 +264,15 @@ def _next_pow2(n: int) -> int:
 
 
 def filtered_noise(magnitudes: mx.array, n_samples: int, key: mx.array | None = None,
-                   rows: tuple[int, int] | None = None) -> mx.array:
+                   rows: tuple[int, int] | None = None, noise: mx.array | None = None) -> mx.array:
     """White noise shaped by a time-varying linear-phase FIR filter.
 
     magnitudes: (B, T, F) linear gains of F bands evenly spaced from 0 Hz to Nyquist, one filter per frame.
     key: optional PRNG key; the same key gives the same noise. Without it the global MLX random state is used.
     rows: (first, total): use rows first..first+B of the noise drawn for a batch of `total` (a shard of a larger
       batch then gets the noise its examples get in the whole batch: data-parallel training).
+    noise: (B, (T + 1) * hop) white noise to use instead of drawing any, hop = ceil(n_samples / (T - 1)); its sample
+      i is the one at signal sample i - hop (a streamed render reads a fixed table, `mlx_ddsp.stream`).
     Returns (B, n_samples). Uniform noise in [-1, 1] is cut into Hann-windowed frames of 2 * hop samples centred on
     the frame positions (the windows sum to one), each frame is convolved with its filter (FFT), and the results
     are overlap-added with the filters' group delay removed. All-ones magnitudes return the white noise itself.
@@ -272,10 +283,11 @@ def filtered_noise(magnitudes: mx.array, n_samples: int, key: mx.array | None = 
     hop = -(-n_samples // (n_frames - 1))
     impulse_responses = noise_impulse_responses(magnitudes)  # (B, T, L)
     ir_size = impulse_responses.shape[-1]
-    first, total = rows or (0, batch)
-    noise = mx.random.uniform(-1.0, 1.0, (total, (n_frames + 1) * hop), key=key)
-    if total != batch:
-        noise = noise[first : first + batch]
+    if noise is None:
+        first, total = rows or (0, batch)
+        noise = mx.random.uniform(-1.0, 1.0, (total, (n_frames + 1) * hop), key=key)
+        if total != batch:
+            noise = noise[first : first + batch]
     blocks = noise.reshape(batch, n_frames + 1, hop)
     frames = mx.concatenate([blocks[:, :-1], blocks[:, 1:]], axis=-1) * hann_window(2 * hop)  # (B, T, 2 hop)
     n_fft = _next_pow2(2 * hop + ir_size - 1)

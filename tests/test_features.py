@@ -166,3 +166,33 @@ def test_loudness_a_weighting_and_floor():
     np.testing.assert_allclose(compute_loudness((2 * 0.25 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR)[10:-10]
                                - compute_loudness((0.25 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), SR)[10:-10],
                                20 * np.log10(2), atol=0.01)
+
+
+def test_causal_f0_tracks_a_melody_with_rests_and_holds_its_last_note_through_them():
+    notes = [(220.0, 0.5), (0.0, 0.3), (330.0, 0.5), (0.0, 0.3), (247.0, 0.5)]  # (Hz, s); 0 Hz is a rest
+    audio = np.concatenate([harmonic_tone(f, s)[0] if f else np.zeros(int(s * SR), np.float32) for f, s in notes])
+    f0, confidence = estimate_f0(audio, SR, FRAME_RATE, causal=True)
+    start = 0
+    for f, s in notes:
+        frames = np.arange(start, start + int(s * FRAME_RATE))[10:-10]
+        start += int(s * FRAME_RATE)
+        if f:
+            assert np.median(1200 * np.abs(np.log2(f0[frames] / f))) < 10
+            assert np.mean(confidence[frames] >= 0.5) > 0.95
+        else:  # a rest holds the note before it (the offline tracker interpolates towards the next one)
+            assert np.mean(confidence[frames] < 0.5) > 0.95
+            assert np.all(np.abs(np.log2(f0[frames] / f0[frames[0] - 12])) < 1 / 24)
+
+
+def test_causal_f0_of_a_frame_depends_on_no_audio_past_its_analysis_window():
+    from mlx_ddsp.features import analysis_extent, analysis_range
+
+    rest = np.zeros(int(0.3 * SR), np.float32)
+    audio = np.concatenate([harmonic_tone(196.0, 0.6)[0], rest, harmonic_tone(392.0, 0.6, seed=1)[0]])
+    full = estimate_f0(audio, SR, FRAME_RATE, f0_min_hz=60.0, causal=True)
+    after = analysis_extent(analysis_range(SR, 60.0, 2100.0)[2])[1]
+    for frame in (100, 160, 200, 226, 240):  # a note, the rest after it (frames 150-225), the next note
+        cut = audio[: frame * HOP + after + 1]  # the frame's window ends at this sample
+        part = estimate_f0(cut, SR, FRAME_RATE, f0_min_hz=60.0, causal=True)
+        np.testing.assert_allclose(part[0][: frame + 1], full[0][: frame + 1], rtol=1e-6)
+        np.testing.assert_allclose(part[1][: frame + 1], full[1][: frame + 1], atol=1e-6)
