@@ -335,18 +335,23 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
     off, resolved = _off_multiple_energy(power, lags)
     rows = np.arange(len(probs))
     m_count = probs.shape[1]
+    # Which candidate hands its probability to which, for every (long j, multiple m): these depend on the lags and
+    # the spectrum only, so they are found at once; only the hand-overs run in order (a chain passes along).
+    multiples = np.array(SUBHARMONICS, dtype=float)
+    distance = np.abs(ratio[..., None] - multiples)  # (n, short, long, m)
+    near = distance < 0.03 * multiples
+    shorts = np.argmin(np.where(near, distance, np.inf), axis=1)  # (n, long, m)
+    moves = near.any(axis=1) & resolved[:, :, None] & (off < OFF_MULTIPLE_MIN)  # (n, long, m)
     for j in range(m_count - 1, -1, -1):  # sub-harmonics, longest first
-        for index, m in enumerate(SUBHARMONICS):
-            near = np.abs(ratio[:, :, j] - m) < 0.03 * m
-            short = np.argmin(np.where(near, np.abs(ratio[:, :, j] - m), np.inf), axis=1)
-            moving = near.any(axis=1) & resolved[:, j] & (off[:, j, index] < OFF_MULTIPLE_MIN)
-            probs[rows[moving], short[moving]] += probs[moving, j]
+        for index in np.flatnonzero(moves[:, j].any(axis=0)):
+            moving = moves[:, j, index]
+            probs[rows[moving], shorts[moving, j, index]] += probs[moving, j]
             probs[moving, j] = 0.0
     double = np.abs(ratio - 2.0) < 0.06
     target = np.argmin(np.where(double, values[:, None, :], np.inf), axis=2)  # (n, short): deepest dip near 2x
     takes = np.take_along_axis(double & deeper, target[:, :, None], axis=2)[:, :, 0]
     takes &= ~np.take_along_axis(resolved & (off[:, :, 0] < OFF_MULTIPLE_MIN), target, axis=1)
-    for i in range(m_count):  # takeovers, shortest first
+    for i in np.flatnonzero(takes.any(axis=0)):  # takeovers, shortest first
         moving = takes[:, i]
         probs[rows[moving], target[moving, i]] += probs[moving, i]
         probs[moving, i] = 0.0

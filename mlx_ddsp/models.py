@@ -79,12 +79,13 @@ def gru_recurrence(x: mx.array, Wh: mx.array, bhn: mx.array, h0: mx.array) -> tu
     h_t = (1 - z) * n + z * h_{t-1} (mlx.nn.GRU's equations), and the gates' pre-activations (B, T, 3H) that
     `_gru_gates` takes, kept for the backward pass.
 
-    On the CPU the frame loop runs in a compiled kernel (`kernels.cpu_kernels`); elsewhere, or without it, each
+    On the CPU the frame loop runs in a compiled kernel (`kernels.cpu_kernels`), except for a single frame (a
+    stream's step, where the kernel's set-up of ~10 ms outweighs the frame); elsewhere, or without it, each
     frame is one fused multiply-add (`mx.addmm`) and two elementwise kernels. Autodiff through that loop would add
     T outer products into dWh, one (3H, H) matrix per frame; the backward pass here keeps only the (B, H)
     recursion sequential and computes dWh with one matmul over all frames.
     """
-    native = kernels.cpu_kernels(x, Wh, bhn, h0)
+    native = kernels.cpu_kernels(x, Wh, bhn, h0) if x.shape[1] > 1 else None  # one frame: its set-up costs more
     if native is not None:
         return tuple(native.gru_forward(x, bhn, Wh, h0))
     size = h0.shape[-1]
@@ -372,9 +373,9 @@ class DDSP(nn.Module):
 
     def synthesize(self, controls: dict, n_samples: int, key: mx.array | None = None,
                    initial_phase: mx.array | None = None, max_harmonics: int | None = None,
-                   noise_rows: tuple[int, int] | None = None) -> dict:
+                   noise_rows: tuple[int, int] | None = None, white_noise: mx.array | None = None) -> dict:
         """{"harmonic", "noise", "audio"}, each (B, n_samples), from `decode`'s controls (see `harmonic_synth` for
-        initial_phase and max_harmonics, `filtered_noise` for key and noise_rows). "audio" is the dry sum; see
+        initial_phase and max_harmonics, `filtered_noise` for key, noise_rows and its noise, here white_noise). "audio" is the dry sum; see
         `apply_reverb`."""
         batch = controls["f0_hz"].shape[0]
         silence = mx.zeros((batch, n_samples))
@@ -383,7 +384,8 @@ class DDSP(nn.Module):
             harmonic = harmonic_synth(controls["f0_hz"], controls["amplitude"], controls["harmonic_distribution"],
                                       n_samples, self.sample_rate, initial_phase, max_harmonics)
         if self.n_noise_bands:
-            noise = filtered_noise(controls["noise_magnitudes"], n_samples, key=key, rows=noise_rows)
+            noise = filtered_noise(controls["noise_magnitudes"], n_samples, key=key, rows=noise_rows,
+                                   noise=white_noise)
         return {"harmonic": harmonic, "noise": noise, "audio": harmonic + noise}
 
     def __call__(

@@ -114,6 +114,15 @@ def resynthesize(run_dir: str | Path, input_path: str | Path, output_path: str |
     return notes
 
 
+def add_adjust_arguments(parser: argparse.ArgumentParser) -> None:
+    """--pitch-shift, --loudness-shift and --voiced-threshold (`adjust`'s settings), for resynth and stream."""
+    parser.add_argument("--pitch-shift", type=float, default=0.0, help="semitones added to the input's pitch")
+    parser.add_argument("--loudness-shift", type=float, default=0.0, help="dB added to the input's loudness")
+    parser.add_argument("--voiced-threshold", type=float, default=VOICED,
+                        help=f"voicing confidence below which frames are rendered {UNVOICED_ATTENUATION_DB:g} dB "
+                             f"quieter (default {VOICED}; lower it for breathy or noisy inputs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlx_ddsp.resynth", description=__doc__.split("\n\n")[0],
                                      epilog="example: python -m mlx_ddsp.resynth runs/flute_cpu voice.wav "
@@ -122,13 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", help="a training run dir (holding checkpoints/)")
     parser.add_argument("input", help="a recording (WAV, FLAC, ...)")
     parser.add_argument("output", help="where to write the result (.wav or .flac)")
-    parser.add_argument("--pitch-shift", type=float, default=0.0, help="semitones added to the input's pitch")
-    parser.add_argument("--loudness-shift", type=float, default=0.0, help="dB added to the input's loudness")
+    add_adjust_arguments(parser)
     parser.add_argument("--auto-adjust", action="store_true",
                         help="match octave and loudness distribution to the training data")
-    parser.add_argument("--voiced-threshold", type=float, default=VOICED,
-                        help=f"voicing confidence below which frames are rendered {UNVOICED_ATTENUATION_DB:g} dB "
-                             f"quieter (default {VOICED}; lower it for breathy or noisy inputs)")
     parser.add_argument("--z-from", help="models with an encoder: take z from this recording instead of INPUT")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint folder")
     return parser

@@ -1,0 +1,470 @@
+"""Play a trained model live: audio blocks of any size in, at any rate; the model's rendering out, block for block,
+with a fixed latency.
+
+    streamer = Streamer.from_run("runs/flute_cpu", sample_rate=48000)
+    out = streamer.process(block)    # (n,) float32 in, (n,) out: the input `streamer.latency_samples` earlier, played
+    streamer.reset()                 # a new phrase: silence in, silence out, every state back to the start
+
+usage: python -m mlx_ddsp.stream RUN_DIR INPUT OUTPUT [--block 256] [--pitch-shift ST] [--loudness-shift DB]
+                                 [--voiced-threshold C] [--f0-min-hz HZ] [--f0-max-hz HZ] [--checkpoint best|last|DIR]
+
+What happens to a block, all of it carried across blocks:
+1. the input is resampled to the model's rate (`Resampler`: about 1 ms of delay; soxr buffers 36 ms when streamed);
+2. features, as resynth computes them but causal: the pitch tracker is `estimate_f0(causal=True)` run frame by frame
+   (each frame's window reaches `analysis_extent` samples past its centre; the path takes no later frame into
+   account), the loudness window is centred on its frame (half of LOUDNESS_WINDOW_SECONDS ahead, 32 ms);
+3. the decoder steps once per decoder frame, its recurrent state carried; the pitch and loudness shifts and the
+   quiet rendering of unvoiced frames are resynth's (`adjust`);
+4. the synth renders the hop behind that frame: the oscillator phase carried in the same fixed point as offline,
+   the filtered noise overlap-added (its white noise read from a fixed table), the reverb (if the model has one) as
+   a uniformly partitioned convolution whose tail carries on;
+5. the result is resampled back to the input's rate and read out of a queue that starts `latency_samples` deep.
+A hop can be rendered once its frame's loudness window and the next frame's pitch window are in, so the latency is
+about half the loudness window, plus one decoder hop (the granularity), plus the noise filters' half length, plus
+the two resamplers: `latency_samples`, computed exactly from these rules at construction.
+
+The pitch range decides how far the tracker looks ahead (two periods of the lowest f0): it defaults to the model's
+training pitch range widened by an octave each way and moved by the pitch shift (the flute: 131-2100 Hz, a 12 ms
+look-ahead; the recipe's 38 Hz floor would cost 28 ms more). Give --f0-min-hz for an input that plays lower.
+
+`render_offline` renders a whole input at once with the same causal features: the streamed output equals it, shifted
+by the latency, whatever the block sizes (tests/test_stream.py). Models with an encoder (z) are not streamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+from rich.console import Console
+
+from mlx_ddsp import checkpoint
+from mlx_ddsp.cli import UserError, entry_point, run
+from mlx_ddsp.features import (
+    analysis_extent, analysis_range, chosen_f0, estimate_f0, forward_path, frame_centres, frame_candidates,
+    frame_hop, frame_loudness, hold_unpitched, loudness_window, path_costs, window_loudness,
+)
+from mlx_ddsp.metrics import VOICED
+from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED
+from mlx_ddsp.resampler import Resampler
+from mlx_ddsp.resynth import add_adjust_arguments, adjust
+from mlx_ddsp.synth import (audible_harmonics, cycles_from_fixed_point, fixed_point_cycles, harmonic_bank,
+                            hann_window, noise_impulse_responses, remove_above_nyquist)
+
+NOISE_TABLE_SAMPLES = 1 << 17  # the white noise the filtered-noise synth reads, cyclically (8.2 s at 16 kHz)
+OCTAVE_OCTAVE_MARGIN = 1.0  # the default pitch range: the training range widened by this many octaves each way
+
+
+class StreamError(UserError):
+    """A model or setting the streamer cannot play; the message says why."""
+
+
+def noise_table(n_samples: int = NOISE_TABLE_SAMPLES, seed: int = RENDER_NOISE_SEED) -> np.ndarray:
+    """(n_samples,) float32 uniform white noise in [-1, 1], the same for every stream and offline render."""
+    return np.array(mx.random.uniform(-1.0, 1.0, (n_samples,), key=mx.random.key(seed)))
+
+
+def default_f0_range(stats: dict, cfg, pitch_shift: float = 0.0) -> tuple[float, float]:
+    """(f0_min_hz, f0_max_hz) to track an input in: the training data's f0 range (1st to 99th percentile of its
+    voiced frames) widened by OCTAVE_OCTAVE_MARGIN octaves each way and moved down by the pitch shift, within the
+    recipe's features range. The recipe's range without statistics."""
+    lo_hz, hi_hz = cfg.features.f0_min_hz, cfg.features.f0_max_hz
+    quantiles = (stats.get("f0_hz") or {}).get("quantiles")
+    if not quantiles:
+        return lo_hz, hi_hz
+    shift = 2.0 ** (-pitch_shift / 12.0)
+    margin = 2.0 ** OCTAVE_OCTAVE_MARGIN
+    return (max(lo_hz, quantiles["0.01"] * shift / margin), min(hi_hz, quantiles["0.99"] * shift * margin))
+
+
+def _tick_function(model: DDSP, n_harmonics: int):
+    """The compiled work of one decoder frame j (all shapes fixed, so it compiles once).
+
+    f0_hz: (3,) Hz at decoder frames j-1, j, j+1 (shifted); loudness_db: (1,) at frame j (adjusted); state: (1, H);
+    previous: (K,) frame j-1's harmonic amplitudes; phase: (1,) uint32 fixed-point phase at the sample before the
+    hop; noise: (2 hop,) the white noise under frame j's window. Returns the hop's harmonic samples (hop,) (from
+    frame j-1 to frame j), frame j's amplitudes (K,), the new phase (1,), frame j's filtered noise
+    (2 hop + L - 1,) (L: the filters' length) and the new state.
+    """
+    hop = model.hop * model.stride
+    weight = mx.arange(hop, dtype=mx.float32) / hop
+
+    def tick(f0_hz, loudness_db, state, previous, phase, noise):
+        controls = model.decode(f0_hz[None, 1:2], loudness_db[None], state)
+        harmonic = mx.zeros((hop,))
+        amplitudes = previous
+        if model.n_harmonics:
+            distribution = remove_above_nyquist(mx.max(f0_hz).reshape(1, 1), controls["harmonic_distribution"],
+                                                model.sample_rate)
+            amplitudes = (controls["amplitude"][..., None] * distribution)[0, 0, :n_harmonics]
+            f0_audio = f0_hz[0] * (1.0 - weight) + f0_hz[1] * weight
+            accumulated = mx.cumsum(fixed_point_cycles(f0_audio / model.sample_rate)) + phase
+            harmonic = harmonic_bank(cycles_from_fixed_point(accumulated).reshape(1, 1, hop),
+                                     previous.reshape(1, 1, -1), amplitudes.reshape(1, 1, -1)).reshape(hop)
+            phase = accumulated[-1:]
+        filtered = mx.zeros((1,))
+        if model.n_noise_bands:
+            impulse_response = noise_impulse_responses(controls["noise_magnitudes"][0, 0])
+            n_fft = 1 << (2 * hop + impulse_response.shape[-1] - 2).bit_length()
+            spectrum = mx.fft.rfft(noise * hann_window(2 * hop), n=n_fft) * mx.fft.rfft(impulse_response, n=n_fft)
+            filtered = mx.fft.irfft(spectrum, n=n_fft)[: 2 * hop + impulse_response.shape[-1] - 1]
+        return harmonic, amplitudes, phase, filtered, controls["state"]
+
+    return mx.compile(tick)
+
+
+class PartitionedReverb:
+    """model.apply_reverb's dry + dry * IR (first tap zero), streamed: a uniformly partitioned convolution in blocks
+    of `block` samples (each block's spectrum multiplies every partition's; the sum over partitions is one block of
+    output, the tail carried in the delay line of past spectra)."""
+
+    def __init__(self, impulse_response: np.ndarray, block: int):
+        ir = np.asarray(impulse_response, np.float64).copy()
+        ir[0] = 0.0
+        self.block = block
+        n_parts = -(-len(ir) // block)
+        parts = np.zeros((n_parts, block))
+        parts.reshape(-1)[: len(ir)] = ir
+        self.spectra = np.fft.rfft(parts, n=2 * block, axis=1)  # (P, block + 1)
+        self.reset()
+
+    def reset(self) -> None:
+        self.history = np.zeros((len(self.spectra), self.block + 1), complex)  # newest first
+        self.previous = np.zeros(self.block)
+
+    def push(self, dry: np.ndarray) -> np.ndarray:
+        """One block (block,) of dry signal -> the same block with the room (float32)."""
+        self.history = np.roll(self.history, 1, axis=0)
+        self.history[0] = np.fft.rfft(np.concatenate([self.previous, dry]))
+        self.previous = np.asarray(dry, np.float64)
+        wet = np.fft.irfft(np.sum(self.history * self.spectra, axis=0), n=2 * self.block)[self.block :]
+        return (dry + wet).astype(np.float32)
+
+
+class Streamer:
+    """A trained model as a live instrument: `process(block)` (see the module docstring)."""
+
+    def __init__(self, model: DDSP, cfg, stats: dict, sample_rate: int, pitch_shift: float = 0.0,
+                 loudness_shift: float = 0.0, voiced_threshold: float = VOICED, f0_min_hz: float | None = None,
+                 f0_max_hz: float | None = None):
+        if model.use_encoder:
+            raise StreamError("this model has an encoder (model.encoder=true); the streamer plays f0 and loudness "
+                              "models only")
+        self.model, self.cfg, self.stats = model, cfg, stats
+        self.sample_rate, self.model_rate = sample_rate, model.sample_rate
+        self.pitch_shift, self.loudness_shift, self.voiced_threshold = pitch_shift, loudness_shift, voiced_threshold
+        default_lo, default_hi = default_f0_range(stats, cfg, pitch_shift)
+        self.f0_min_hz = default_lo if f0_min_hz is None else f0_min_hz
+        self.f0_max_hz = default_hi if f0_max_hz is None else f0_max_hz
+        if not 0 < self.f0_min_hz < self.f0_max_hz:
+            raise StreamError(f"the pitch range {self.f0_min_hz:g}-{self.f0_max_hz:g} Hz is empty")
+        self.frame_rate = cfg.features.frame_rate
+        self.feature_hop = frame_hop(self.model_rate, self.frame_rate)
+        self.stride, self.hop = model.stride, model.hop * model.stride  # feature frames and samples per decoder frame
+        self.analysis_rate, self.min_lag, self.max_lag = analysis_range(self.model_rate, self.f0_min_hz,
+                                                                        self.f0_max_hz)
+        self.pitch_before, self.pitch_after = analysis_extent(self.max_lag)
+        self.loudness_length = len(loudness_window(self.model_rate)[0])
+        self.noise_half = model.n_noise_bands - 1 if model.n_noise_bands else 0  # half the noise filters' length
+        self.n_harmonics = audible_harmonics(self.f0_min_hz * 2.0 ** (pitch_shift / 12.0), self.model_rate,
+                                             model.n_harmonics) if model.n_harmonics else 0
+        self.noise = noise_table()
+        self.reverb = None
+        if model.use_reverb:
+            ir = model.room.impulse_response() if "room" in model else model.reverb_ir
+            self.reverb = PartitionedReverb(np.array(ir), self.hop)
+        self._tick = _tick_function(model, self.n_harmonics)
+        self.latency_samples = self._latency()
+        self.reset()
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, sample_rate: int, which: str = "best", **settings) -> "Streamer":
+        model, cfg, state = checkpoint.load_trained(run_dir, which)
+        return cls(model, cfg, state.get("stats", {}), sample_rate, **settings)
+
+    # --- the rules of what can be computed when (used by process and by the latency) ----------------------------
+
+    def _feature_frames_ready(self, n_analysis):
+        """Feature frames whose pitch window lies within the first n_analysis samples at the analysis rate."""
+        last_centre = np.asarray(n_analysis) - 1 - self.pitch_after
+        # frame_centres rounds t * hop * rate / model_rate: count the t whose centre is <= last_centre
+        hop_at_rate = self.feature_hop * self.analysis_rate
+        count = (last_centre * self.model_rate + self.model_rate - 1 - self.model_rate // 2) // hop_at_rate + 1
+        return np.where(last_centre >= 0, count, 0)
+
+    def _ticks_ready(self, n_model, n_features):
+        """Decoder frames that can be decoded: frame j's loudness window is in and the pitch of frame j + 1."""
+        by_loudness = np.where(np.asarray(n_model) >= self.loudness_length // 2,
+                               (np.asarray(n_model) - self.loudness_length // 2) // self.hop + 1, 0)
+        by_pitch = np.maximum(np.asarray(n_features) - 1, 0) // self.stride
+        return np.minimum(by_loudness, by_pitch)
+
+    def _released(self, ticks):
+        """Samples at the model's rate final after `ticks` decoder frames: frame j settles the harmonic part up to
+        sample j * hop and the noise up to j * hop - noise_half."""
+        return np.maximum((np.asarray(ticks) - 1) * self.hop - self.noise_half, 0)
+
+    def _latency(self) -> int:
+        """The largest lag of the output behind the input over every possible block end (input samples)."""
+        n_in = np.arange(0, 2 * self.sample_rate + 4 * self.hop * self.sample_rate // self.model_rate)
+        rate_in, rate_out = Resampler(self.sample_rate, self.model_rate), Resampler(self.model_rate, self.sample_rate)
+        n_model = np.vectorize(rate_in.outputs_after)(n_in)
+        n_analysis = n_model
+        if self.analysis_rate != self.model_rate:
+            n_analysis = np.vectorize(Resampler(self.model_rate, self.analysis_rate).outputs_after)(n_model)
+        released = self._released(self._ticks_ready(n_model, self._feature_frames_ready(n_analysis)))
+        return int(np.max(n_in - np.vectorize(rate_out.outputs_after)(released)))
+
+    # --- streaming ----------------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start a new phrase: every state (resamplers, tracker, decoder, oscillator, noise, reverb) from zero."""
+        self.rate_in = Resampler(self.sample_rate, self.model_rate)
+        self.rate_out = Resampler(self.model_rate, self.sample_rate)
+        self.rate_analysis = (Resampler(self.model_rate, self.analysis_rate)
+                              if self.analysis_rate != self.model_rate else None)
+        self.audio, self.audio_start = np.zeros(0, np.float32), 0  # model-rate input from sample audio_start on
+        self.analysis, self.analysis_start = np.zeros(0, np.float32), 0  # the same at the analysis rate
+        self.n_model = self.n_analysis = 0
+        self.n_features, self.features_start = 0, 0
+        self.f0_hz, self.confidence = np.zeros(0, np.float32), np.zeros(0, np.float32)
+        self.path_carry, self.last_confidence, self.last_f0_hz = None, None, np.sqrt(self.f0_min_hz * self.f0_max_hz)
+        self.ticks = 0
+        self.state = mx.zeros((1, self.model.decoder.gru.hidden_size))
+        self.amplitudes = mx.zeros((self.n_harmonics,))
+        self.phase = mx.zeros((1,), dtype=mx.uint32)
+        self.f0_previous = None
+        self.pending, self.pending_start = np.zeros(0, np.float32), 0  # dry samples not yet final, from pending_start
+        self.n_released = 0
+        if self.reverb is not None:
+            self.reverb.reset()
+            self.reverb_input = np.zeros(0, np.float32)
+            self.reverb_start = -self.noise_half  # reverb blocks run on the release grid: j * hop - noise_half
+        self.queue = np.zeros(self.latency_samples, np.float32)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """(n,) float32 input at `sample_rate` -> (n,) output: the model's rendering of the input latency_samples
+        earlier (silence at first)."""
+        block = np.asarray(block, np.float32).reshape(-1)
+        model_audio = self.rate_in.push(block)
+        self.audio = np.concatenate([self.audio, model_audio])
+        self.n_model += len(model_audio)
+        if self.rate_analysis is None:
+            self.analysis, self.analysis_start, self.n_analysis = self.audio, self.audio_start, self.n_model
+        else:
+            new = self.rate_analysis.push(model_audio)
+            self.analysis = np.concatenate([self.analysis, new])
+            self.n_analysis += len(new)
+        features_ready = int(self._feature_frames_ready(self.n_analysis))
+        ticks_ready = int(self._ticks_ready(self.n_model, features_ready))
+        if ticks_ready > self.ticks:  # the tracker runs only when a frame needs it: fewer, larger calls
+            self._track(features_ready)
+        dry = self._decode(ticks_ready)
+        wet = self._room(dry)
+        self.queue = np.concatenate([self.queue, self.rate_out.push(wet)])
+        out, self.queue = self.queue[: len(block)], self.queue[len(block) :]
+        self._forget()
+        return out
+
+    def _track(self, n_ready: int) -> None:
+        """Pitch and confidence of the feature frames up to n_ready (the causal estimate_f0, frame by frame)."""
+        if n_ready <= self.n_features:
+            return
+        count = n_ready - self.n_features
+        centres = frame_centres(count, self.feature_hop, self.model_rate, self.analysis_rate, self.n_features)
+        lags, probs = frame_candidates(self.analysis, centres - self.analysis_start, self.min_lag, self.max_lag)
+        cost, cents, jump_cost, confidence = path_costs(lags, probs, self.analysis_rate, 2.0, self.last_confidence)
+        path, self.path_carry = forward_path(cost, cents, jump_cost, self.path_carry)
+        f0_hz, pitched = chosen_f0(lags, path, confidence, self.analysis_rate, self.f0_min_hz, self.f0_max_hz)
+        f0_hz, self.last_f0_hz = hold_unpitched(f0_hz, pitched, self.last_f0_hz)
+        self.last_confidence = float(confidence[-1])
+        self.f0_hz = np.concatenate([self.f0_hz, f0_hz])
+        self.confidence = np.concatenate([self.confidence, np.clip(confidence, 0.0, 1.0).astype(np.float32)])
+        self.n_features = n_ready
+
+    def _features_at(self, frame: int) -> dict:
+        index = frame - self.features_start
+        return {"f0_hz": self.f0_hz[index : index + 1], "confidence": self.confidence[index : index + 1]}
+
+    def _decode(self, n_ticks: int) -> np.ndarray:
+        """Decode and synthesise decoder frames up to n_ticks; returns the dry samples that became final."""
+        for j in range(self.ticks, n_ticks):
+            centre = j * self.hop - self.audio_start
+            frames = self.audio[max(0, centre - self.loudness_length // 2) : centre + self.loudness_length // 2]
+            if centre < self.loudness_length // 2:  # the window reaches before the signal: zeros there
+                frames = np.concatenate([np.zeros(self.loudness_length // 2 - centre, np.float32), frames])
+            features = {**self._features_at(j * self.stride),
+                        "loudness_db": window_loudness(frames[None], self.model_rate, self.cfg.features.loudness)}
+            f0_hz, loudness_db, _ = adjust(features, self.stats, self.pitch_shift, self.loudness_shift, False,
+                                           self.voiced_threshold)
+            ratio = f0_hz[0] / features["f0_hz"][0]  # the shift, to apply to frame j + 1's f0 as well
+            f0_next = self._features_at((j + 1) * self.stride)["f0_hz"][0] * ratio
+            f0_previous = f0_hz[0] if self.f0_previous is None else self.f0_previous
+            start = j * self.hop  # noise index of frame j's window: signal sample + hop
+            noise = np.take(self.noise, np.arange(start, start + 2 * self.hop), mode="wrap")
+            harmonic, amplitudes, phase, filtered, state = self._tick(
+                mx.array(np.array([f0_previous, f0_hz[0], f0_next], np.float32)), mx.array(loudness_db), self.state, self.amplitudes,
+                self.phase, mx.array(noise))
+            mx.eval(harmonic, amplitudes, phase, filtered, state)
+            self.state, self.f0_previous = state, float(f0_hz[0])
+            end = (j + 1) * self.hop + self.noise_half  # the furthest sample frame j reaches
+            if end - self.pending_start > len(self.pending):
+                self.pending = np.concatenate([self.pending, np.zeros(end - self.pending_start - len(self.pending),
+                                                                     np.float32)])
+            if j > 0 and self.n_harmonics:
+                self.pending[(j - 1) * self.hop - self.pending_start : j * self.hop - self.pending_start] += harmonic
+                self.amplitudes, self.phase = amplitudes, phase
+            elif self.n_harmonics:
+                self.amplitudes = amplitudes
+            if self.noise_half:
+                first = (j - 1) * self.hop - self.noise_half  # where frame j's filtered noise starts
+                filtered = np.array(filtered)[max(0, -first) :]
+                first = max(first, 0)
+                self.pending[first - self.pending_start : first - self.pending_start + len(filtered)] += filtered
+        self.ticks = max(self.ticks, n_ticks)
+        release = int(self._released(self.ticks))
+        dry = self.pending[: release - self.pending_start]
+        self.pending, self.pending_start = self.pending[release - self.pending_start :], release
+        return dry
+
+    def _room(self, dry: np.ndarray) -> np.ndarray:
+        """The dry samples with the model's room (PartitionedReverb on the release grid), or themselves."""
+        if self.reverb is None:
+            return dry
+        self.reverb_input = np.concatenate([self.reverb_input, dry])
+        wet = []
+        block = self.reverb.block
+        while len(self.reverb_input) >= block - max(0, -self.reverb_start):
+            lead = max(0, -self.reverb_start)  # the part of a block before the signal: zeros
+            chunk = np.concatenate([np.zeros(lead, np.float32), self.reverb_input[: block - lead]])
+            wet.append(self.reverb.push(chunk)[lead:])
+            self.reverb_input = self.reverb_input[block - lead :]
+            self.reverb_start += block
+        return np.concatenate(wet) if wet else np.zeros(0, np.float32)
+
+    def _forget(self) -> None:
+        """Drop input and features no later frame needs."""
+        keep = min(self.ticks * self.hop - self.loudness_length // 2,
+                   self._next_centre() - self.pitch_before if self.rate_analysis is None else self.ticks * self.hop)
+        drop = max(0, keep - self.audio_start)
+        self.audio, self.audio_start = self.audio[drop:], self.audio_start + drop
+        if self.rate_analysis is None:
+            self.analysis, self.analysis_start = self.audio, self.audio_start
+        else:
+            drop = max(0, self._next_centre() - self.pitch_before - self.analysis_start)
+            self.analysis, self.analysis_start = self.analysis[drop:], self.analysis_start + drop
+        drop = max(0, self.ticks * self.stride - self.features_start)
+        self.f0_hz, self.confidence = self.f0_hz[drop:], self.confidence[drop:]
+        self.features_start += drop
+
+    def _next_centre(self) -> int:
+        return int(frame_centres(1, self.feature_hop, self.model_rate, self.analysis_rate, self.n_features)[0])
+
+
+def render_offline(streamer: Streamer, audio: np.ndarray) -> np.ndarray:
+    """What `streamer` plays for `audio` (n,) at its sample rate, rendered at once and not delayed: the whole input
+    resampled, its causal features, the decoder over every frame, the synth over the whole signal, the room, and
+    back to the input's rate. Returns (n,) float32; the stream's output is this, `latency_samples` later."""
+    model = streamer.model
+    n_frames = -(-len(audio) * streamer.model_rate // streamer.sample_rate // streamer.hop) + 3  # past the end
+    silence = -(-(n_frames * streamer.hop + 1) * streamer.sample_rate // streamer.model_rate) - len(audio)
+    padded = Resampler(streamer.sample_rate, streamer.model_rate).resample(  # the input and silence after it
+        np.concatenate([audio, np.zeros(max(silence, 0), np.float32)]))[: (n_frames - 1) * streamer.hop + 1]
+    f0_hz, confidence = estimate_f0(padded, streamer.model_rate, streamer.frame_rate, streamer.f0_min_hz,
+                                    streamer.f0_max_hz, causal=True)
+    loudness_db = frame_loudness(padded, streamer.model_rate, streamer.frame_rate, streamer.cfg.features.loudness)
+    f0_hz, loudness_db, _ = adjust({"f0_hz": f0_hz, "confidence": confidence, "loudness_db": loudness_db},
+                                   streamer.stats, streamer.pitch_shift, streamer.loudness_shift, False,
+                                   streamer.voiced_threshold)
+    positions = np.arange(n_frames) * streamer.stride
+    controls = model.decode(mx.array(f0_hz[positions][None]), mx.array(loudness_db[positions][None]))
+    n_samples = (n_frames - 1) * streamer.hop
+    noise = np.take(streamer.noise, np.arange((n_frames + 1) * streamer.hop), mode="wrap")
+    out = model.synthesize(controls, n_samples, max_harmonics=streamer.n_harmonics or None,
+                           white_noise=mx.array(noise[None]))
+    wet = model.apply_reverb(out["audio"])["audio"]
+    return Resampler(streamer.model_rate, streamer.sample_rate).resample(np.array(wet[0]))[: len(audio)]
+
+
+# --- the command --------------------------------------------------------------------------------------------------
+
+
+def stream_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path, block: int = 256,
+                which: str = "best", console: Console | None = None, **settings) -> dict:
+    """Play INPUT through the model as a live stream in blocks of `block` samples at the file's own rate; write the
+    output aligned with the input (the latency removed) and return the timing figures."""
+    import soundfile as sf
+
+    from mlx_ddsp.audio import save_audio
+
+    console = console or Console(stderr=True)
+    if block < 1:
+        raise StreamError(f"--block must be at least 1 sample, not {block}")
+    if not Path(input_path).is_file():
+        raise StreamError(f"input file {input_path} does not exist")
+    try:
+        audio, rate = sf.read(input_path, dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise StreamError(f"cannot read {input_path}: {e}") from e
+    audio = audio.mean(axis=1)
+    streamer = Streamer.from_run(run_dir, rate, which, **settings)
+    latency = streamer.latency_samples
+    padded = np.concatenate([audio, np.zeros(latency, np.float32)])
+    streamer.process(np.zeros(block, np.float32))  # compiles the per-frame step
+    streamer.reset()
+    outputs, seconds = [], []
+    for start in range(0, len(padded), block):
+        tic = time.perf_counter()
+        outputs.append(streamer.process(padded[start : start + block]))
+        seconds.append(time.perf_counter() - tic)
+    out = np.concatenate(outputs)[latency : latency + len(audio)]
+    save_audio(output_path, out, rate)
+    seconds_ms = 1000.0 * np.array(seconds)
+    block_ms = 1000.0 * block / rate
+    late = int(np.sum(seconds_ms > block_ms))
+    report = {"latency_samples": latency, "latency_ms": 1000.0 * latency / rate, "block": block,
+              "block_ms": block_ms, "median_ms": float(np.median(seconds_ms)),
+              "p99_ms": float(np.percentile(seconds_ms, 99)), "max_ms": float(seconds_ms.max()),
+              "real_time_factor": float(np.sum(seconds) / (len(padded) / rate)), "late_blocks": late,
+              "blocks": len(seconds), "f0_range_hz": [streamer.f0_min_hz, streamer.f0_max_hz]}
+    console.print(f"wrote {output_path}: {len(audio) / rate:.1f} s at {rate} Hz in blocks of {block} "
+                  f"({block_ms:.2f} ms); latency {latency} samples = {report['latency_ms']:.1f} ms; per block: "
+                  f"median {report['median_ms']:.3f} ms, p99 {report['p99_ms']:.3f} ms, max {report['max_ms']:.3f} "
+                  f"ms; real-time factor {report['real_time_factor']:.3f} (compute / audio time); pitch range "
+                  f"{streamer.f0_min_hz:.0f}-{streamer.f0_max_hz:.0f} Hz")
+    if late:
+        console.print(f"[yellow]warning:[/yellow] {late} of {len(seconds)} blocks took longer than their "
+                      f"{block_ms:.2f} ms: a live stream would have dropped out there")
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mlx_ddsp.stream", description=__doc__.split("\n\n")[0],
+                                     epilog="example: python -m mlx_ddsp.stream runs/flute_cpu voice.wav out.wav "
+                                            "--block 256",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", help="a training run dir (holding checkpoints/)")
+    parser.add_argument("input", help="a recording (WAV, FLAC, ...), played as a live input at its own rate")
+    parser.add_argument("output", help="where to write the result, aligned with the input (.wav or .flac)")
+    parser.add_argument("--block", type=int, default=256, help="samples per block (default 256)")
+    add_adjust_arguments(parser)
+    parser.add_argument("--f0-min-hz", type=float, help="lowest input pitch to track (default: the training "
+                        "range an octave wider, moved by the pitch shift); lower costs latency")
+    parser.add_argument("--f0-max-hz", type=float, help="highest input pitch to track")
+    parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = {"pitch_shift": args.pitch_shift, "loudness_shift": args.loudness_shift,
+                "voiced_threshold": args.voiced_threshold, "f0_min_hz": args.f0_min_hz, "f0_max_hz": args.f0_max_hz}
+    return run(lambda console: stream_file(args.run_dir, args.input, args.output, args.block, args.checkpoint,
+                                           console, **settings))
+
+
+if __name__ == "__main__":
+    entry_point(main)

@@ -1,0 +1,115 @@
+"""The streaming engine: streamed output = the offline render of the same causal features, shifted by the stated
+latency, for any block sizes; its reverb against numpy's convolution; resets; what it refuses."""
+
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_ddsp.config import load_config
+from mlx_ddsp.models import build_model
+from mlx_ddsp.stream import PartitionedReverb, StreamError, Streamer, render_offline
+
+
+ROOT = Path(__file__).resolve().parents[1]
+STATS = {"f0_hz": {"quantiles": {"0.01": 262.0, "0.99": 1000.0}}}  # a flute's training range
+
+
+def small_model(*overrides: str):
+    """The flute CPU recipe's model (decoder at 50 frames/s, 100 harmonics, 65 noise bands), narrower."""
+    cfg = load_config(ROOT / "recipes" / "flute_cpu.yaml",
+                      ["model.hidden_size=64", "model.gru_size=64", *overrides])
+    mx.random.seed(3)
+    model = build_model(cfg)
+    model.eval()
+    return model, cfg
+
+
+def performance(rate: int, seconds: float = 1.6) -> np.ndarray:
+    """A played line: vibrato, a glide, a rest and a detached note, over a little noise."""
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = np.where(t < 0.7, 440.0 * 2 ** (0.3 * np.sin(2 * np.pi * 5 * t)), 330.0 * 2 ** ((t - 0.7) / 2))
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    audio = 0.3 * np.sin(phase) + 0.1 * np.sin(2 * phase) + 0.05 * np.sin(3 * phase)
+    audio[(t > 0.55) & (t < 0.8)] = 0.0
+    audio += 0.003 * np.random.default_rng(0).normal(size=len(t))
+    return audio.astype(np.float32)
+
+
+def stream(streamer: Streamer, audio: np.ndarray, sizes) -> np.ndarray:
+    """Play audio followed by latency_samples of silence in blocks of the given sizes (an int or a generator);
+    returns the output with the latency removed, as long as the input."""
+    padded = np.concatenate([audio, np.zeros(streamer.latency_samples, np.float32)])
+    outputs, position = [], 0
+    while position < len(padded):
+        size = sizes if isinstance(sizes, int) else next(sizes)
+        block = padded[position : position + size]
+        out = streamer.process(block)
+        assert len(out) == len(block)
+        outputs.append(out)
+        position += size
+    return np.concatenate(outputs)[streamer.latency_samples :][: len(audio)]
+
+
+def random_sizes(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    while True:
+        yield int(rng.integers(1, 1500))
+
+
+@pytest.fixture(scope="module")
+def flute_like():
+    model, cfg = small_model()
+    return Streamer(model, cfg, STATS, 48000)
+
+
+@pytest.mark.parametrize("sizes", [64, 256, 1000, "random"])
+def test_streamed_equals_offline_for_every_block_pattern(flute_like, sizes):
+    audio = performance(48000)
+    offline = render_offline(flute_like, audio)
+    assert np.sqrt(np.mean(offline**2)) > 1e-3  # something to compare
+    flute_like.reset()
+    streamed = stream(flute_like, audio, random_sizes() if sizes == "random" else sizes)
+    assert np.abs(streamed - offline).max() < 1e-4
+
+
+def test_latency_of_the_flute_cpu_model_at_48khz_is_below_ddsp_vsts(flute_like):
+    # half the 64 ms loudness window + one 20 ms decoder hop + the noise filters' 4 ms + the resamplers
+    assert 50.0 < 1000.0 * flute_like.latency_samples / 48000 <= 64.0
+
+
+def test_reset_starts_a_new_phrase(flute_like):
+    audio = performance(48000, 0.8)
+    flute_like.reset()
+    first = stream(flute_like, audio, 256)
+    flute_like.process(performance(48000, 0.5)[::-1].copy())
+    flute_like.reset()
+    np.testing.assert_array_equal(stream(flute_like, audio, 256), first)
+
+
+def test_a_room_a_48khz_model_shifts_and_power_loudness_stream_as_offline():
+    model, cfg = small_model("data.sample_rate=48000", "synth.reverb=true", "synth.reverb_model=parametric",
+                             "synth.reverb_seconds=0.3", "features.loudness=power", "model.frame_rate=250")
+    streamer = Streamer(model, cfg, STATS, 44100, pitch_shift=-5.0, loudness_shift=3.0)
+    audio = performance(44100, 1.0)
+    offline = render_offline(streamer, audio)
+    dry = render_offline(Streamer(model, cfg, STATS, 44100, pitch_shift=-5.0, loudness_shift=3.0), audio)
+    assert np.abs(offline - dry).max() == 0.0  # (the same settings render the same)
+    np.testing.assert_allclose(stream(streamer, audio, random_sizes(1)), offline, atol=1e-4)
+
+
+def test_partitioned_reverb_is_numpys_convolution():
+    rng = np.random.default_rng(4)
+    ir = rng.normal(size=1000) * np.exp(-np.arange(1000) / 200)
+    dry = rng.normal(size=64 * 40).astype(np.float32)
+    reverb = PartitionedReverb(ir, 64)
+    wet = np.concatenate([reverb.push(dry[i : i + 64]) for i in range(0, len(dry), 64)])
+    ir[0] = 0.0  # the dry path is the first tap
+    np.testing.assert_allclose(wet, dry + np.convolve(dry, ir)[: len(dry)], atol=1e-4)
+
+
+def test_models_with_an_encoder_are_refused():
+    model, cfg = small_model("model.encoder=true")
+    with pytest.raises(StreamError, match="encoder"):
+        Streamer(model, cfg, STATS, 48000)
