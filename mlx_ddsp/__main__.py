@@ -13,6 +13,8 @@ COMMANDS = [
      "python -m mlx_ddsp.eval runs/flute_cpu"),
     ("resynth", "timbre transfer: play any recording through a trained model",
      "python -m mlx_ddsp.resynth runs/flute_cpu voice.wav voice_flute.wav --auto-adjust"),
+    ("stream", "play a recording through a trained model as a live stream (fixed latency, block by block)",
+     "python -m mlx_ddsp.stream runs/flute_cpu voice.wav voice_live.wav --block 256"),
     ("ablate", "train and evaluate model variants (branches, or speed options) side by side",
      "python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.steps=300 --out runs/ablation"),
     ("export", "write a run trained with recipes/vst.yaml as a model the DDSP-VST plugin plays",

@@ -334,7 +334,6 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
                   & (values[:, None, :] < TAKEOVER_RATIO * values[:, :, None]))
     off, resolved = _off_multiple_energy(power, lags)
     rows = np.arange(len(probs))
-    m_count = probs.shape[1]
     # Which candidate hands its probability to which, for every (long j, multiple m): these depend on the lags and
     # the spectrum only, so they are found at once; only the hand-overs run in order (a chain passes along).
     multiples = np.array(SUBHARMONICS, dtype=float)
@@ -342,16 +341,16 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
     near = distance < 0.03 * multiples
     shorts = np.argmin(np.where(near, distance, np.inf), axis=1)  # (n, long, m)
     moves = near.any(axis=1) & resolved[:, :, None] & (off < OFF_MULTIPLE_MIN)  # (n, long, m)
-    for j in range(m_count - 1, -1, -1):  # sub-harmonics, longest first
-        for index in np.flatnonzero(moves[:, j].any(axis=0)):
-            moving = moves[:, j, index]
-            probs[rows[moving], shorts[moving, j, index]] += probs[moving, j]
-            probs[moving, j] = 0.0
+    longs, indices = np.nonzero(moves.any(axis=0))  # the (long, multiple) pairs with a hand-over somewhere
+    for j, index in sorted(zip(longs.tolist(), indices.tolist()), key=lambda pair: (-pair[0], pair[1])):
+        moving = moves[:, j, index]  # sub-harmonics, longest first
+        probs[rows[moving], shorts[moving, j, index]] += probs[moving, j]
+        probs[moving, j] = 0.0
     double = np.abs(ratio - 2.0) < 0.06
     target = np.argmin(np.where(double, values[:, None, :], np.inf), axis=2)  # (n, short): deepest dip near 2x
     takes = np.take_along_axis(double & deeper, target[:, :, None], axis=2)[:, :, 0]
     takes &= ~np.take_along_axis(resolved & (off[:, :, 0] < OFF_MULTIPLE_MIN), target, axis=1)
-    for i in np.flatnonzero(takes.any(axis=0)):  # takeovers, shortest first
+    for i in np.flatnonzero(takes.any(axis=0)).tolist():  # takeovers, shortest first
         moving = takes[:, i]
         probs[rows[moving], target[moving, i]] += probs[moving, i]
         probs[moving, i] = 0.0

@@ -375,8 +375,8 @@ class DDSP(nn.Module):
                    initial_phase: mx.array | None = None, max_harmonics: int | None = None,
                    noise_rows: tuple[int, int] | None = None, white_noise: mx.array | None = None) -> dict:
         """{"harmonic", "noise", "audio"}, each (B, n_samples), from `decode`'s controls (see `harmonic_synth` for
-        initial_phase and max_harmonics, `filtered_noise` for key, noise_rows and its noise, here white_noise). "audio" is the dry sum; see
-        `apply_reverb`."""
+        initial_phase and max_harmonics, `filtered_noise` for key, noise_rows and its noise, here white_noise).
+        "audio" is the dry sum; see `apply_reverb`."""
         batch = controls["f0_hz"].shape[0]
         silence = mx.zeros((batch, n_samples))
         harmonic = noise = silence

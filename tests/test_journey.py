@@ -14,7 +14,7 @@ import soundfile as sf
 
 from mlx_ddsp import ablate
 from mlx_ddsp import eval as evaluation
-from mlx_ddsp import export, preprocess, resynth, train
+from mlx_ddsp import export, preprocess, resynth, stream, train
 from mlx_ddsp.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,13 @@ def test_journey_preprocess_train_eval_resynth_resume(tmp_path, capsys):
     sf.write(tmp_path / "me.wav", 0.3 * np.sin(2 * np.pi * 392 * t).astype(np.float32), 16000)
     assert resynth.main([str(run), str(tmp_path / "me.wav"), str(tmp_path / "me_flute.wav"), "--auto-adjust"]) == 0
     assert len(sf.read(tmp_path / "me_flute.wav")[0]) == len(t)
+    t_48k = np.arange(48000) / 48000  # one second at a studio rate, played live
+    sf.write(tmp_path / "me_48k.wav", 0.3 * np.sin(2 * np.pi * 392 * t_48k).astype(np.float32), 48000)
     capsys.readouterr()
+    assert stream.main([str(run), str(tmp_path / "me_48k.wav"), str(tmp_path / "me_live.wav"), "--block", "256"]) == 0
+    live, rate = sf.read(tmp_path / "me_live.wav")
+    assert rate == 48000 and len(live) == len(t_48k) and np.abs(live).max() > 1e-3
+    assert "latency" in capsys.readouterr().err
     assert train.main([smoke, *common, "train.steps=50", "train.eval_at_end=false"]) == 0
     assert "resuming" in capsys.readouterr().err
     assert load_config(run / "checkpoints" / "step_000050" / "config.yaml").train.steps == 50
@@ -67,7 +73,8 @@ def test_readme_commands_exist_and_their_flags_parse():
     commands = readme_commands()
     assert len(commands) >= 8
     parsers = {"mlx_ddsp.eval": evaluation.build_parser(), "mlx_ddsp.resynth": resynth.build_parser(),
-               "mlx_ddsp.ablate": ablate.build_parser(), "mlx_ddsp.export": export.build_parser()}
+               "mlx_ddsp.ablate": ablate.build_parser(), "mlx_ddsp.export": export.build_parser(),
+               "mlx_ddsp.stream": stream.build_parser()}
     helps = {}
     for words in commands:
         if words[0] == "-m" and words[1] in ("mlx_ddsp.train", "mlx_ddsp.preprocess"):
@@ -89,7 +96,7 @@ def test_readme_commands_exist_and_their_flags_parse():
 
 
 @pytest.mark.parametrize("module", ["mlx_ddsp", "mlx_ddsp.train", "mlx_ddsp.preprocess", "mlx_ddsp.eval",
-                                    "mlx_ddsp.resynth", "mlx_ddsp.ablate", "mlx_ddsp.export"])
+                                    "mlx_ddsp.resynth", "mlx_ddsp.ablate", "mlx_ddsp.export", "mlx_ddsp.stream"])
 def test_every_command_has_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "MLX_DDSP_PRELOAD": "0"})

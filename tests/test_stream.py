@@ -58,10 +58,11 @@ def random_sizes(seed: int = 0):
         yield int(rng.integers(1, 1500))
 
 
-@pytest.fixture(scope="module")
-def flute_like():
+@pytest.fixture(scope="module", params=["numpy", "mlx"])
+def flute_like(request):
+    """A streamer at 48 kHz with the numpy decoder step (the CPU's) or the compiled MLX one (a GPU's)."""
     model, cfg = small_model()
-    return Streamer(model, cfg, STATS, 48000)
+    return Streamer(model, cfg, STATS, 48000, decoder=request.param)
 
 
 @pytest.mark.parametrize("sizes", [64, 256, 1000, "random"])
@@ -72,6 +73,22 @@ def test_streamed_equals_offline_for_every_block_pattern(flute_like, sizes):
     flute_like.reset()
     streamed = stream(flute_like, audio, random_sizes() if sizes == "random" else sizes)
     assert np.abs(streamed - offline).max() < 1e-4
+
+
+@pytest.mark.parametrize("recurrent", ["gru", "mingru"])
+def test_the_numpy_decoder_step_is_the_mlx_decoder(recurrent):
+    from mlx_ddsp.numpy_decoder import NumpyDecoder
+
+    model, _ = small_model(f"model.recurrent={recurrent}", "model.frame_rate=250")
+    f0_hz = np.array([220.0, 233.1, 440.0, 1500.0], np.float32)
+    loudness_db = np.array([-60.0, -30.0, -12.0, -40.0], np.float32)
+    expected = model.decode(mx.array(f0_hz[None]), mx.array(loudness_db[None]))
+    step, state = NumpyDecoder(model), np.zeros(64, np.float32)
+    for t in range(len(f0_hz)):  # frame by frame, the state carried
+        controls, state = step(float(f0_hz[t]), float(loudness_db[t]), state)
+        for name, value in controls.items():
+            np.testing.assert_allclose(value, np.array(expected[name][0, t]).reshape(-1), rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(state, np.array(expected["state"][0]), rtol=1e-5, atol=1e-6)
 
 
 def test_latency_of_the_flute_cpu_model_at_48khz_is_below_ddsp_vsts(flute_like):
