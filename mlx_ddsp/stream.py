@@ -6,7 +6,7 @@ with a fixed latency.
     streamer.reset()                 # a new phrase: silence in, silence out, every state back to the start
 
 usage: python -m mlx_ddsp.stream RUN_DIR INPUT OUTPUT [--block 256] [--pitch-shift ST] [--loudness-shift DB]
-                                 [--voiced-threshold C] [--f0-min-hz HZ] [--f0-max-hz HZ] [--checkpoint best|last|DIR]
+                                 [--auto-adjust] [--voiced-threshold C] [--f0-min-hz HZ] [--f0-max-hz HZ] [--checkpoint best|last|DIR]
        python -m mlx_ddsp.stream RUN_DIR --live [--rate 48000] [--block 256] ...   (microphone in, speakers out)
 
 What happens to a block, all of it carried across blocks:
@@ -15,7 +15,7 @@ What happens to a block, all of it carried across blocks:
    (each frame's window reaches `analysis_extent` samples past its centre; the path takes no later frame into
    account), the loudness window is centred on its frame (half of LOUDNESS_WINDOW_SECONDS ahead, 32 ms);
 3. the decoder steps once per decoder frame, its recurrent state carried; the pitch and loudness shifts and the
-   quiet rendering of unvoiced frames are resynth's (`adjust`);
+   quiet rendering of unvoiced frames are resynth's (`adjust`), its --auto-adjust made causal (`CausalAdjust`);
 4. the synth renders the hop behind that frame: the oscillator phase carried in the same fixed point as offline,
    the filtered noise overlap-added (its white noise read from a fixed table), the reverb (if the model has one) as
    a uniformly partitioned convolution whose tail carries on;
@@ -129,6 +129,65 @@ def _synth_function(model: DDSP, n_harmonics: int):
     return mx.compile(synth)
 
 
+class CausalAdjust:
+    """resynth's `adjust`, one decoder frame at a time, from what has been heard so far.
+
+    The shifts and the quiet rendering of unvoiced frames are adjust's own. Its --auto-adjust needs the whole input
+    (the mean pitch, the loudness distribution); live, it has the input up to the frame: the octave shift is chosen
+    at the first voiced frame of each phrase, from the mean pitch (MIDI) of every voiced frame heard so far, and held
+    to the phrase's end (a note never jumps an octave); a voiced frame's loudness is mapped, by its rank among the
+    voiced loudness heard so far (a histogram of LOUDNESS_BIN_DB bins, so memory stays flat), onto the training
+    data's quantiles. `pitch` and `loudness` each take the frames in order, one call per frame.
+    """
+
+    LOUDNESS_BIN_DB = 0.25
+    LOUDNESS_BINS_DB = (-100.0, 20.0)
+
+    def __init__(self, stats: dict, pitch_shift: float = 0.0, loudness_shift: float = 0.0,
+                 auto_adjust: bool = False, voiced_threshold: float = VOICED):
+        self.stats, self.pitch_shift, self.loudness_shift = stats, pitch_shift, loudness_shift
+        self.voiced_threshold = voiced_threshold
+        self.pitch_reference = (stats.get("f0_midi") or {}).get("mean") if auto_adjust else None
+        quantiles = (stats.get("loudness_db") or {}).get("quantiles") if auto_adjust else None
+        self.loudness_reference = None
+        if quantiles:
+            levels = sorted(quantiles, key=float)
+            self.loudness_reference = (np.array([float(q) for q in levels]), np.array([quantiles[q] for q in levels]))
+        self.reset()
+
+    def reset(self) -> None:
+        self.midi_sum, self.midi_count, self.octaves, self.was_voiced = 0.0, 0, 0, False
+        low, high = self.LOUDNESS_BINS_DB
+        self.histogram = np.zeros(int(round((high - low) / self.LOUDNESS_BIN_DB)), np.int64)
+
+    def _adjust(self, f0_hz: float, confidence: float, loudness_db: float) -> tuple[float, float]:
+        f0, loudness, _ = adjust({"f0_hz": np.array([f0_hz], np.float32), "confidence": np.array([confidence]),
+                                  "loudness_db": np.array([loudness_db], np.float32)}, self.stats, self.pitch_shift,
+                                 self.loudness_shift, False, self.voiced_threshold)
+        return float(f0[0]), float(loudness[0])
+
+    def pitch(self, f0_hz: float, confidence: float) -> float:
+        """The next frame's f0 to feed the model (Hz)."""
+        voiced = confidence >= self.voiced_threshold
+        if self.pitch_reference is not None and voiced:
+            self.midi_sum += 12.0 * np.log2(f0_hz / 440.0) + 69.0
+            self.midi_count += 1
+            if not self.was_voiced:  # a phrase starts: choose its octave
+                self.octaves = int(np.round((self.pitch_reference - self.midi_sum / self.midi_count) / 12.0))
+        self.was_voiced = voiced
+        return self._adjust(f0_hz * 2.0**self.octaves, confidence, 0.0)[0]
+
+    def loudness(self, loudness_db: float, confidence: float) -> float:
+        """The next frame's loudness to feed the model (dB)."""
+        if self.loudness_reference is not None and confidence >= self.voiced_threshold:
+            low = self.LOUDNESS_BINS_DB[0]
+            index = int(np.clip((loudness_db - low) / self.LOUDNESS_BIN_DB, 0, len(self.histogram) - 1))
+            self.histogram[index] += 1
+            rank = (self.histogram[:index].sum() + 0.5 * self.histogram[index]) / self.histogram.sum()
+            loudness_db = float(np.interp(rank, *self.loudness_reference))
+        return self._adjust(440.0, confidence, loudness_db)[1]
+
+
 class PartitionedReverb:
     """model.apply_reverb's dry + dry * IR (first tap zero), streamed: a uniformly partitioned convolution in blocks
     of `block` samples (each block's spectrum multiplies every partition's; the sum over partitions is one block of
@@ -162,13 +221,15 @@ class Streamer:
 
     def __init__(self, model: DDSP, cfg, stats: dict, sample_rate: int, pitch_shift: float = 0.0,
                  loudness_shift: float = 0.0, voiced_threshold: float = VOICED, f0_min_hz: float | None = None,
-                 f0_max_hz: float | None = None, decoder: str = "auto"):
+                 f0_max_hz: float | None = None, decoder: str = "auto", auto_adjust: bool = False):
         if model.use_encoder:
             raise StreamError("this model has an encoder (model.encoder=true); the streamer plays f0 and loudness "
                               "models only")
         self.model, self.cfg, self.stats = model, cfg, stats
         self.sample_rate, self.model_rate = sample_rate, model.sample_rate
         self.pitch_shift, self.loudness_shift, self.voiced_threshold = pitch_shift, loudness_shift, voiced_threshold
+        self.auto_adjust = auto_adjust
+        self.adjuster = CausalAdjust(stats, pitch_shift, loudness_shift, auto_adjust, voiced_threshold)
         default_lo, default_hi = default_f0_range(stats, cfg, pitch_shift)
         self.f0_min_hz = default_lo if f0_min_hz is None else f0_min_hz
         self.f0_max_hz = default_hi if f0_max_hz is None else f0_max_hz
@@ -255,7 +316,8 @@ class Streamer:
         self.state = np.zeros(self.model.decoder.gru.hidden_size, np.float32)
         self.amplitudes = mx.zeros((self.n_harmonics,))
         self.phase = mx.zeros((1,), dtype=mx.uint32)
-        self.f0_previous = None
+        self.f0_previous = self.f0_current = None
+        self.adjuster.reset()
         self.pending, self.pending_start = np.zeros(0, np.float32), 0  # dry samples not yet final, from pending_start
         self.n_released = 0
         if self.reverb is not None:
@@ -315,21 +377,25 @@ class Streamer:
             frames = self.audio[max(0, centre - self.loudness_length // 2) : centre + self.loudness_length // 2]
             if centre < self.loudness_length // 2:  # the window reaches before the signal: zeros there
                 frames = np.concatenate([np.zeros(self.loudness_length // 2 - centre, np.float32), frames])
-            features = {**self._features_at(j * self.stride),
-                        "loudness_db": window_loudness(frames[None], self.model_rate, self.cfg.features.loudness)}
-            f0_hz, loudness_db, _ = adjust(features, self.stats, self.pitch_shift, self.loudness_shift, False,
-                                           self.voiced_threshold)
-            ratio = f0_hz[0] / features["f0_hz"][0]  # the shift, to apply to frame j + 1's f0 as well
-            f0_next = self._features_at((j + 1) * self.stride)["f0_hz"][0] * ratio
-            f0_previous = f0_hz[0] if self.f0_previous is None else self.f0_previous
+            frame = self._features_at(j * self.stride)
+            loudness_db = self.adjuster.loudness(
+                float(window_loudness(frames[None], self.model_rate, self.cfg.features.loudness)[0]),
+                float(frame["confidence"][0]))
+            if self.f0_current is None:  # the first frame (later ones were adjusted one tick ahead)
+                self.f0_current = self.adjuster.pitch(float(frame["f0_hz"][0]), float(frame["confidence"][0]))
+            following = self._features_at((j + 1) * self.stride)
+            f0_hz, f0_next = self.f0_current, self.adjuster.pitch(float(following["f0_hz"][0]),
+                                                                  float(following["confidence"][0]))
+            f0_previous = f0_hz if self.f0_previous is None else self.f0_previous
             start = j * self.hop  # noise index of frame j's window: signal sample + hop
             noise = np.take(self.noise, np.arange(start, start + 2 * self.hop), mode="wrap")
-            controls, state = self._decode_frame(float(f0_hz[0]), float(loudness_db[0]), self.state)
+            controls, state = self._decode_frame(f0_hz, loudness_db, self.state)
             harmonic, amplitudes, phase, filtered = self._synth(
-                mx.array(np.array([f0_previous, f0_hz[0], f0_next], np.float32)),
+                mx.array(np.array([f0_previous, f0_hz, f0_next], np.float32)),
                 {k: mx.array(v) for k, v in controls.items()}, self.amplitudes, self.phase, mx.array(noise))
             mx.eval(harmonic, amplitudes, phase, filtered)
-            self.state, self.f0_previous = np.array(state).reshape(-1), float(f0_hz[0])
+            self.state = np.array(state).reshape(-1)
+            self.f0_previous, self.f0_current = f0_hz, f0_next
             end = (j + 1) * self.hop + self.noise_half  # the furthest sample frame j reaches
             if end - self.pending_start > len(self.pending):
                 self.pending = np.concatenate([self.pending, np.zeros(end - self.pending_start - len(self.pending),
@@ -396,11 +462,12 @@ def render_offline(streamer: Streamer, audio: np.ndarray) -> np.ndarray:
     f0_hz, confidence = estimate_f0(padded, streamer.model_rate, streamer.frame_rate, streamer.f0_min_hz,
                                     streamer.f0_max_hz, causal=True)
     loudness_db = frame_loudness(padded, streamer.model_rate, streamer.frame_rate, streamer.cfg.features.loudness)
-    f0_hz, loudness_db, _ = adjust({"f0_hz": f0_hz, "confidence": confidence, "loudness_db": loudness_db},
-                                   streamer.stats, streamer.pitch_shift, streamer.loudness_shift, False,
-                                   streamer.voiced_threshold)
     positions = np.arange(n_frames) * streamer.stride
-    controls = model.decode(mx.array(f0_hz[positions][None]), mx.array(loudness_db[positions][None]))
+    adjuster = CausalAdjust(streamer.stats, streamer.pitch_shift, streamer.loudness_shift, streamer.auto_adjust,
+                            streamer.voiced_threshold)
+    f0_hz = np.array([adjuster.pitch(f0_hz[t], confidence[t]) for t in positions], np.float32)
+    loudness_db = np.array([adjuster.loudness(loudness_db[t], confidence[t]) for t in positions], np.float32)
+    controls = model.decode(mx.array(f0_hz[None]), mx.array(loudness_db[None]))
     n_samples = (n_frames - 1) * streamer.hop
     noise = np.take(streamer.noise, np.arange((n_frames + 1) * streamer.hop), mode="wrap")
     out = model.synthesize(controls, n_samples, max_harmonics=streamer.n_harmonics or None,
@@ -512,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=int, default=48000, help="--live: the audio device's rate (default 48000)")
     parser.add_argument("--block", type=int, default=256, help="samples per block (default 256)")
     add_adjust_arguments(parser)
+    parser.add_argument("--auto-adjust", action="store_true",
+                        help="match octave and loudness distribution to the training data, from the input so far")
     parser.add_argument("--f0-min-hz", type=float, help="lowest input pitch to track (default: the training "
                         "range an octave wider, moved by the pitch shift); lower costs latency")
     parser.add_argument("--f0-max-hz", type=float, help="highest input pitch to track")
@@ -525,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.live and (args.input is None or args.output is None):
         parser.error("give INPUT and OUTPUT, or --live")
     settings = {"pitch_shift": args.pitch_shift, "loudness_shift": args.loudness_shift,
-                "voiced_threshold": args.voiced_threshold, "f0_min_hz": args.f0_min_hz, "f0_max_hz": args.f0_max_hz}
+                "voiced_threshold": args.voiced_threshold, "f0_min_hz": args.f0_min_hz, "f0_max_hz": args.f0_max_hz,
+                "auto_adjust": args.auto_adjust}
     if args.live:
         return run(lambda console: play_live(args.run_dir, args.rate, args.block, args.checkpoint, console,
                                              **settings))

@@ -9,11 +9,13 @@ import pytest
 
 from mlx_ddsp.config import load_config
 from mlx_ddsp.models import build_model
-from mlx_ddsp.stream import PartitionedReverb, StreamError, Streamer, render_offline
+from mlx_ddsp.stream import CausalAdjust, PartitionedReverb, StreamError, Streamer, render_offline
 
 
 ROOT = Path(__file__).resolve().parents[1]
-STATS = {"f0_hz": {"quantiles": {"0.01": 262.0, "0.99": 1000.0}}}  # a flute's training range
+LOUDNESS_QUANTILES = {str(q): -50.0 + 40.0 * q for q in (0.0, 0.25, 0.5, 0.75, 1.0)}  # uniform, -50 to -10 dB
+STATS = {"f0_hz": {"quantiles": {"0.01": 262.0, "0.99": 1000.0}},  # a flute's training range
+         "f0_midi": {"mean": 76.0}, "loudness_db": {"quantiles": LOUDNESS_QUANTILES}}
 
 
 def small_model(*overrides: str):
@@ -114,6 +116,31 @@ def test_a_room_a_48khz_model_shifts_and_power_loudness_stream_as_offline():
     dry = render_offline(Streamer(model, cfg, STATS, 44100, pitch_shift=-5.0, loudness_shift=3.0), audio)
     assert np.abs(offline - dry).max() == 0.0  # (the same settings render the same)
     np.testing.assert_allclose(stream(streamer, audio, random_sizes(1)), offline, atol=1e-4)
+
+
+def test_auto_adjust_streams_as_offline():
+    model, cfg = small_model()
+    streamer = Streamer(model, cfg, STATS, 48000, auto_adjust=True, f0_min_hz=100.0)
+    audio = performance(48000, 1.2)
+    np.testing.assert_allclose(stream(streamer, audio, random_sizes(2)), render_offline(streamer, audio), atol=1e-4)
+
+
+def test_causal_auto_adjust_moves_whole_phrases_by_octaves_and_maps_loudness_by_rank():
+    adjuster = CausalAdjust(STATS, auto_adjust=True)  # the training pitch: MIDI 76 (E5, 659 Hz)
+    # a phrase two octaves below, a rest, a phrase an octave below it: the mean so far decides each phrase's shift
+    phrase_one = [adjuster.pitch(165.0 * 2 ** (c / 1200), 0.9) for c in (0, 30, -30, 0)]
+    assert np.allclose(phrase_one, 4 * 165.0 * 2 ** (np.array([0, 30, -30, 0]) / 1200), rtol=1e-5)
+    adjuster.pitch(165.0, 0.1)  # unvoiced
+    phrase_two = [adjuster.pitch(82.5, 0.9) for _ in range(8)]
+    # mean so far at its first frame: (4 * MIDI(165) + MIDI(82.5)) / 5, 2.4 semitones under 165 Hz: still +2 octaves,
+    # and held for the phrase though the running mean keeps falling
+    assert np.allclose(phrase_two, 4 * 82.5, rtol=1e-5)
+    adjuster.pitch(82.5, 0.0)
+    assert np.isclose(adjuster.pitch(82.5, 0.9), 8 * 82.5, rtol=1e-5)  # the next phrase: the mean is now lower
+    levels = [adjuster.loudness(db, 0.9) for db in (-30.0, -20.0, -40.0, -25.0)]
+    # ranks among the voiced loudness so far: 0.5, 0.75, 0.167, 0.625 -> -30, -20, -43.3, -25 dB on the reference
+    np.testing.assert_allclose(levels, [-30.0, -20.0, -50.0 + 40.0 / 6, -25.0], atol=1e-4)
+    assert adjuster.loudness(-30.0, 0.1) == pytest.approx(-30.0 - 40.0)  # unvoiced: not mapped, 40 dB quieter
 
 
 def test_partitioned_reverb_is_numpys_convolution():
