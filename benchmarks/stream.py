@@ -3,6 +3,14 @@ and memory over a long stream.
 
     python benchmarks/stream.py [--run runs/flute_cpu] [--input data/flute/flute_06.flac] [--rate 48000]
                                 [--block 256] [--minutes 10] [--out benchmarks/results/stream_flute_cpu.json]
+    python benchmarks/stream.py --latency-table [--run runs/flute_cpu]
+    python benchmarks/stream.py --equality 10 [--run runs/flute_cpu] [--input ...] [--rate 48000]
+
+--latency-table prints, without timing anything, the latency of every recipe's model at 16, 44.1 and 48 kHz input
+(the default pitch range from the run's training statistics, and the recipe's own 38 Hz floor): the latency
+depends on the recipe and the rates, not on the weights. --equality S streams the input's first S seconds in
+blocks of 64, 256 and 1000 samples and of random sizes (1-1500) and prints the largest difference from
+`render_offline` after the latency shift.
 
 The input (by default a held-out flute file) is read at --rate and played in a loop, as blocks of --block samples,
 through `Streamer.process` for --minutes of audio, with the process pinned to one core (as `taskset -c 0`). Per
@@ -24,14 +32,48 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_json  # noqa: E402
+from mlx_ddsp import checkpoint  # noqa: E402
 from mlx_ddsp.audio import load_audio  # noqa: E402
+from mlx_ddsp.config import load_config  # noqa: E402
+from mlx_ddsp.models import build_model  # noqa: E402
 from mlx_ddsp.native import use_native_libraries  # noqa: E402
-from mlx_ddsp.stream import Streamer  # noqa: E402
+from mlx_ddsp.stream import Streamer, render_offline  # noqa: E402
+
+
+RATES = (16000, 44100, 48000)
 
 
 def memory_mib() -> dict:
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             "mlx_active_mib": mx.get_active_memory() / 2**20}
+
+
+def latency_table(run_dir: str) -> None:
+    stats = checkpoint.load_trained(run_dir)[2].get("stats", {})
+    print(f"{'recipe':<26}{'f0 range':>12}" + "".join(f"{rate:>10} Hz" for rate in RATES))
+    for recipe in sorted(Path("recipes").glob("*.yaml")):
+        cfg = load_config(recipe)
+        model = build_model(cfg)
+        for f0_min_hz in (None, cfg.features.f0_min_hz):
+            streamers = [Streamer(model, cfg, stats, rate, f0_min_hz=f0_min_hz) for rate in RATES]
+            print(f"{recipe.name:<26}{streamers[0].f0_min_hz:>7.0f}+ Hz" + "".join(
+                f"{1e3 * s.latency_samples / s.sample_rate:>10.1f} ms" for s in streamers))
+
+
+def equality(streamer: Streamer, audio: np.ndarray) -> None:
+    offline = render_offline(streamer, audio)
+    padded = np.concatenate([audio, np.zeros(streamer.latency_samples, np.float32)])
+    rng = np.random.default_rng(0)
+    for pattern in (64, 256, 1000, "random 1-1500"):
+        streamer.reset()
+        outputs, position = [], 0
+        while position < len(padded):
+            size = pattern if isinstance(pattern, int) else int(rng.integers(1, 1501))
+            outputs.append(streamer.process(padded[position : position + size]))
+            position += size
+        streamed = np.concatenate(outputs)[streamer.latency_samples :][: len(audio)]
+        print(f"blocks of {pattern}: max |streamed - offline| = {np.abs(streamed - offline).max():.2e} "
+              f"(offline RMS {np.sqrt(np.mean(offline**2)):.3f}, {len(audio) / streamer.sample_rate:.1f} s)")
 
 
 def main() -> None:
@@ -43,11 +85,20 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=256)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--out")
+    parser.add_argument("--latency-table", action="store_true", help="print every recipe's latency and stop")
+    parser.add_argument("--equality", type=float, metavar="SECONDS",
+                        help="compare the stream with render_offline on the input's first SECONDS and stop")
     args = parser.parse_args()
+    if args.latency_table:
+        latency_table(args.run)
+        return
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     audio = load_audio(args.input, args.rate)
     streamer = Streamer.from_run(args.run, args.rate)
+    if args.equality:
+        equality(streamer, audio[: int(args.equality * args.rate)])
+        return
     streamer.process(np.zeros(args.block, np.float32))  # compile the per-frame step
     streamer.reset()
     n_blocks = int(args.minutes * 60 * args.rate / args.block)

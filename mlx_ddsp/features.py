@@ -208,11 +208,13 @@ def _difference(padded: np.ndarray, offsets: np.ndarray, max_lag: int):
     spectrum = np.fft.rfft(frames, n_fft, axis=-1)
     head = np.fft.rfft(frames[:, :window], n_fft, axis=-1)
     correlation = np.fft.irfft(np.conj(head) * spectrum, n_fft, axis=-1)[:, : max_lag + 1]
-    # Energy of every window of W samples from one running sum over the signal: running sums in float64 (their
-    # differences are small), the per-lag arithmetic in float32.
-    power = np.concatenate([[0.0], np.cumsum(padded.astype(np.float64) ** 2)])
-    window_energy = (power[window:] - power[:-window])[: offsets[-1] + max_lag + 1]
-    shifted_energy = np.lib.stride_tricks.sliding_window_view(window_energy.astype(np.float32), max_lag + 1)[offsets]
+    # Energy of every window of W samples from a running sum along each frame (float64: the differences of running
+    # sums are small), the per-lag arithmetic in float32. Each frame's sums are its own, so a frame's result does not
+    # depend on which frames share its call (a stream analyses one or two at a time, `mlx_ddsp.stream`).
+    energy_sums = np.cumsum(np.square(frames, dtype=np.float64), axis=-1)  # [:, j]: samples 0..j's energy
+    window_energy = energy_sums[:, window - 1 : window + max_lag].copy()  # the W samples from each lag on
+    window_energy[:, 1:] -= energy_sums[:, :max_lag]
+    shifted_energy = window_energy.astype(np.float32)
     difference = np.maximum(shifted_energy[:, :1] + shifted_energy - 2.0 * correlation, 0.0)
     difference[:, 0] = 0.0
     running = np.cumsum(difference[:, 1:], axis=-1)
@@ -223,9 +225,8 @@ def _difference(padded: np.ndarray, offsets: np.ndarray, max_lag: int):
     hann = 0.5 * spectrum
     hann[:, 1:-1] -= 0.25 * (spectrum[:, :-2] + spectrum[:, 2:])
     # Level of each window with its mean removed (a DC offset is no sound), dB re full scale.
-    total = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
-    window_sum = (total[window:] - total[:-window])[offsets]
-    variance = np.maximum(window_energy[offsets] - window_sum**2 / window, 0.0) / window
+    window_sum = np.sum(frames[:, :window], axis=-1, dtype=np.float64)
+    variance = np.maximum(window_energy[:, 0] - window_sum**2 / window, 0.0) / window
     level_db = 10.0 * np.log10(np.maximum(variance, 1e-20))
     return difference, normalised, hann.real**2 + hann.imag**2, level_db
 
