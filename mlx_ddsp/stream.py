@@ -57,7 +57,7 @@ from mlx_ddsp.synth import (audible_harmonics, cycles_from_fixed_point, fixed_po
                             hann_window, noise_impulse_responses, remove_above_nyquist)
 
 NOISE_TABLE_SAMPLES = 1 << 17  # the white noise the filtered-noise synth reads, cyclically (8.2 s at 16 kHz)
-OCTAVE_OCTAVE_MARGIN = 1.0  # the default pitch range: the training range widened by this many octaves each way
+RANGE_MARGIN_OCTAVES = 1.0  # the default pitch range: the training range widened by this many octaves each way
 
 
 class StreamError(UserError):
@@ -71,14 +71,14 @@ def noise_table(n_samples: int = NOISE_TABLE_SAMPLES, seed: int = RENDER_NOISE_S
 
 def default_f0_range(stats: dict, cfg, pitch_shift: float = 0.0) -> tuple[float, float]:
     """(f0_min_hz, f0_max_hz) to track an input in: the training data's f0 range (1st to 99th percentile of its
-    voiced frames) widened by OCTAVE_OCTAVE_MARGIN octaves each way and moved down by the pitch shift, within the
+    voiced frames) widened by RANGE_MARGIN_OCTAVES octaves each way and moved down by the pitch shift, within the
     recipe's features range. The recipe's range without statistics."""
     lo_hz, hi_hz = cfg.features.f0_min_hz, cfg.features.f0_max_hz
     quantiles = (stats.get("f0_hz") or {}).get("quantiles")
     if not quantiles:
         return lo_hz, hi_hz
     shift = 2.0 ** (-pitch_shift / 12.0)
-    margin = 2.0 ** OCTAVE_OCTAVE_MARGIN
+    margin = 2.0 ** RANGE_MARGIN_OCTAVES
     return (max(lo_hz, quantiles["0.01"] * shift / margin), min(hi_hz, quantiles["0.99"] * shift * margin))
 
 

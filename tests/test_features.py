@@ -90,7 +90,7 @@ def test_unvoiced_noise_and_silence_have_low_confidence_and_sensible_f0():
     f0, confidence = estimate_f0(audio, SR, FRAME_RATE)
     gap = slice(260, 490)  # silence then white noise
     assert np.mean(confidence[gap] < 0.5) >= 0.95
-    # f0 is held/interpolated across the gap, never 0 and never wild.
+    # f0 holds the last note across the gap, never 0 and never wild.
     assert np.all(np.abs(1200 * np.log2(f0[gap] / 330.0)) < 50)
     assert np.all(np.isfinite(f0)) and np.all(f0 > 0)
 
@@ -179,7 +179,7 @@ def test_causal_f0_tracks_a_melody_with_rests_and_holds_its_last_note_through_th
         if f:
             assert np.median(1200 * np.abs(np.log2(f0[frames] / f))) < 10
             assert np.mean(confidence[frames] >= 0.5) > 0.95
-        else:  # a rest holds the note before it (the offline tracker interpolates towards the next one)
+        else:  # a rest holds the note before it
             assert np.mean(confidence[frames] < 0.5) > 0.95
             assert np.all(np.abs(np.log2(f0[frames] / f0[frames[0] - 12])) < 1 / 24)
 
