@@ -3,6 +3,7 @@ and memory over a long stream.
 
     python benchmarks/stream.py [--run runs/flute_cpu] [--input data/flute/flute_06.flac] [--rate 48000]
                                 [--block 256] [--minutes 10] [--out benchmarks/results/stream_flute_cpu.json]
+                                [--recipe recipes/vst_cpu.yaml]
     python benchmarks/stream.py --latency-table [--run runs/flute_cpu]
     python benchmarks/stream.py --equality 10 [--run runs/flute_cpu] [--input ...] [--rate 48000]
 
@@ -80,6 +81,8 @@ def main() -> None:
     use_native_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="runs/flute_cpu")
+    parser.add_argument("--recipe", help="time a freshly initialised model of this recipe instead of the run's (the "
+                        "per-block work does not depend on the weights; the run gives the training statistics)")
     parser.add_argument("--input", default="data/flute/flute_06.flac")
     parser.add_argument("--rate", type=int, default=48000)
     parser.add_argument("--block", type=int, default=256)
@@ -96,11 +99,13 @@ def main() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     audio = load_audio(args.input, args.rate)
     streamer = Streamer.from_run(args.run, args.rate)
+    if args.recipe:
+        cfg = load_config(args.recipe)
+        streamer = Streamer(build_model(cfg), cfg, streamer.stats, args.rate)
     if args.equality:
         equality(streamer, audio[: int(args.equality * args.rate)])
         return
-    streamer.process(np.zeros(args.block, np.float32))  # compile the per-frame step
-    streamer.reset()
+    streamer.warm_up()
     n_blocks = int(args.minutes * 60 * args.rate / args.block)
     seconds = np.empty(n_blocks)
     at_one_minute = None
@@ -115,7 +120,7 @@ def main() -> None:
             at_one_minute = memory_mib()
     times_ms = 1e3 * seconds
     block_ms = 1e3 * args.block / args.rate
-    record = {"run": args.run, "input": args.input, "rate": args.rate, "block": args.block, "block_ms": block_ms,
+    record = {"run": args.run, "recipe": args.recipe, "input": args.input, "rate": args.rate, "block": args.block, "block_ms": block_ms,
               "minutes": args.minutes, "latency_samples": streamer.latency_samples,
               "latency_ms": 1e3 * streamer.latency_samples / args.rate,
               "f0_range_hz": [streamer.f0_min_hz, streamer.f0_max_hz],
@@ -125,7 +130,7 @@ def main() -> None:
               "real_time_factor": float(seconds.sum() / (n_blocks * args.block / args.rate)),
               "memory_at_1_min": at_one_minute, "memory_at_end": memory_mib(), "machine": machine(),
               "one_core": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
-    print(f"{args.run} at {args.rate} Hz, blocks of {args.block} ({block_ms:.2f} ms), {args.minutes:g} min: latency "
+    print(f"{args.recipe or args.run} at {args.rate} Hz, blocks of {args.block} ({block_ms:.2f} ms), {args.minutes:g} min: latency "
           f"{record['latency_samples']} samples = {record['latency_ms']:.1f} ms; per block median "
           f"{record['median_ms']:.3f} ms, p99 {record['p99_ms']:.3f} ms, p99.9 {record['p999_ms']:.3f} ms, max "
           f"{record['max_ms']:.3f} ms; {record['late_blocks']} of {n_blocks} blocks late; real-time factor "

@@ -326,6 +326,12 @@ class Streamer:
             self.reverb_start = -self.noise_half  # reverb blocks run on the release grid: j * hop - noise_half
         self.queue = np.zeros(self.latency_samples, np.float32)
 
+    def warm_up(self) -> None:
+        """Play silence until several decoder frames have run (MLX compiles the synth step at its first frame:
+        ~30 ms, over a second in a cold cache), then reset: call it before timing or playing live."""
+        self.process(np.zeros(2 * self.latency_samples, np.float32))
+        self.reset()
+
     def process(self, block: np.ndarray) -> np.ndarray:
         """(n,) float32 input at `sample_rate` -> (n,) output: the model's rendering of the input latency_samples
         earlier (silence at first)."""
@@ -500,8 +506,7 @@ def stream_file(run_dir: str | Path, input_path: str | Path, output_path: str | 
     streamer = Streamer.from_run(run_dir, rate, which, **settings)
     latency = streamer.latency_samples
     padded = np.concatenate([audio, np.zeros(latency, np.float32)])
-    streamer.process(np.zeros(block, np.float32))  # compiles the per-frame step
-    streamer.reset()
+    streamer.warm_up()
     outputs, seconds = [], []
     for start in range(0, len(padded), block):
         tic = time.perf_counter()
@@ -539,8 +544,7 @@ def play_live(run_dir: str | Path, sample_rate: int, block: int, which: str = "b
         raise StreamError(f"--live needs sounddevice and PortAudio (pip install sounddevice; apt install "
                           f"libportaudio2): {e}") from e
     streamer = Streamer.from_run(run_dir, sample_rate, which, **settings)
-    streamer.process(np.zeros(block, np.float32))  # compiles the per-frame step before the first callback
-    streamer.reset()
+    streamer.warm_up()  # before the first callback
     late = []
 
     def callback(indata, outdata, frames, timing, status):
