@@ -511,10 +511,10 @@ def estimate_f0(
     `confidence` in [0, 1] is the frame's total voiced probability (the pipeline calls a frame voiced at
     VOICED_THRESHOLD). Frames with no pitch of their own (confidence < PITCHED: silence, noise) hold the last pitch
     (frames before the first note take its pitch), so f0 never jumps to 0. Holding, rather than interpolating
-    towards the next note, is right more often where a note's tail loses its confidence before the next note: on
-    the development corpus it scored RPA 0.985 against 0.968 with 20 dB white noise, 0.983 against 0.962 with pink
-    noise, 0.987 against 0.985 clean and 0.932 against 0.934 with a room; and it is what a live tracker can do, so
-    a model trains on the fill it will be played with.
+    towards the next note, is right more often where a note's tail loses its confidence before the next note (on
+    the development corpus: RPA 0.985 against 0.968 with 20 dB white noise, 0.987 against 0.985 clean, 0.932
+    against 0.934 with a room; README, "Pitch tracking"), and it is what a live tracker can do, so a model trains
+    on the fill it will be played with.
     causal=True gives what a live tracker can (`mlx_ddsp.stream`): each frame's path choice looks at no later frame
     (`forward_path`), frames before the first note take the middle of the range, and audio above ANALYSIS_RATE is
     decimated by the streaming `Resampler`; frame t still needs its analysis window, up to

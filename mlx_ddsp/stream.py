@@ -503,6 +503,8 @@ def stream_file(run_dir: str | Path, input_path: str | Path, output_path: str | 
     except (RuntimeError, sf.LibsndfileError) as e:
         raise StreamError(f"cannot read {input_path}: {e}") from e
     audio = audio.mean(axis=1)
+    if not len(audio) or not np.all(np.isfinite(audio)):
+        raise StreamError(f"cannot use {input_path}: {'it has no samples' if not len(audio) else 'NaN or Inf in it'}")
     streamer = Streamer.from_run(run_dir, rate, which, **settings)
     latency = streamer.latency_samples
     padded = np.concatenate([audio, np.zeros(latency, np.float32)])
