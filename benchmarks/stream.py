@@ -120,8 +120,8 @@ def main() -> None:
             at_one_minute = memory_mib()
     times_ms = 1e3 * seconds
     block_ms = 1e3 * args.block / args.rate
-    record = {"run": args.run, "recipe": args.recipe, "input": args.input, "rate": args.rate, "block": args.block, "block_ms": block_ms,
-              "minutes": args.minutes, "latency_samples": streamer.latency_samples,
+    record = {"run": args.run, "recipe": args.recipe, "input": args.input, "rate": args.rate, "block": args.block,
+              "block_ms": block_ms, "minutes": args.minutes, "latency_samples": streamer.latency_samples,
               "latency_ms": 1e3 * streamer.latency_samples / args.rate,
               "f0_range_hz": [streamer.f0_min_hz, streamer.f0_max_hz],
               "median_ms": float(np.median(times_ms)), "p99_ms": float(np.percentile(times_ms, 99)),
@@ -130,7 +130,8 @@ def main() -> None:
               "real_time_factor": float(seconds.sum() / (n_blocks * args.block / args.rate)),
               "memory_at_1_min": at_one_minute, "memory_at_end": memory_mib(), "machine": machine(),
               "one_core": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
-    print(f"{args.recipe or args.run} at {args.rate} Hz, blocks of {args.block} ({block_ms:.2f} ms), {args.minutes:g} min: latency "
+    print(f"{args.recipe or args.run} at {args.rate} Hz, blocks of {args.block} ({block_ms:.2f} ms), "
+          f"{args.minutes:g} min: latency "
           f"{record['latency_samples']} samples = {record['latency_ms']:.1f} ms; per block median "
           f"{record['median_ms']:.3f} ms, p99 {record['p99_ms']:.3f} ms, p99.9 {record['p999_ms']:.3f} ms, max "
           f"{record['max_ms']:.3f} ms; {record['late_blocks']} of {n_blocks} blocks late; real-time factor "

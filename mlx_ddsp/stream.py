@@ -6,7 +6,8 @@ with a fixed latency.
     streamer.reset()                 # a new phrase: silence in, silence out, every state back to the start
 
 usage: python -m mlx_ddsp.stream RUN_DIR INPUT OUTPUT [--block 256] [--pitch-shift ST] [--loudness-shift DB]
-                                 [--auto-adjust] [--voiced-threshold C] [--f0-min-hz HZ] [--f0-max-hz HZ] [--checkpoint best|last|DIR]
+                                 [--auto-adjust] [--voiced-threshold C] [--f0-min-hz HZ] [--f0-max-hz HZ]
+                                 [--checkpoint best|last|DIR]
        python -m mlx_ddsp.stream RUN_DIR --live [--rate 48000] [--block 256] ...   (microphone in, speakers out)
 
 What happens to a block, all of it carried across blocks:
@@ -14,18 +15,19 @@ What happens to a block, all of it carried across blocks:
 2. features, as resynth computes them but causal: the pitch tracker is `estimate_f0(causal=True)` run frame by frame
    (each frame's window reaches `analysis_extent` samples past its centre; the path takes no later frame into
    account), the loudness window is centred on its frame (half of LOUDNESS_WINDOW_SECONDS ahead, 32 ms);
-3. the decoder steps once per decoder frame, its recurrent state carried; the pitch and loudness shifts and the
-   quiet rendering of unvoiced frames are resynth's (`adjust`), its --auto-adjust made causal (`CausalAdjust`);
-4. the synth renders the hop behind that frame: the oscillator phase carried in the same fixed point as offline,
-   the filtered noise overlap-added (its white noise read from a fixed table), the reverb (if the model has one) as
-   a uniformly partitioned convolution whose tail carries on;
+3. the decoder steps once per decoder frame, its recurrent state carried (on the CPU in numpy, `NumpyDecoder`:
+   MLX's batch-1 matmuls cost 4x numpy's there; on a GPU in MLX); the pitch and loudness shifts and the quiet
+   rendering of unvoiced frames are resynth's (`adjust`), its --auto-adjust made causal (`CausalAdjust`);
+4. the synth (one compiled MLX call) renders the hop behind that frame: the oscillator phase carried in the same
+   fixed point as offline, the filtered noise overlap-added (its white noise read from a fixed table), the reverb
+   (if the model has one) as a uniformly partitioned convolution whose tail carries on;
 5. the result is resampled back to the input's rate and read out of a queue that starts `latency_samples` deep.
 A hop can be rendered once its frame's loudness window and the next frame's pitch window are in, so the latency is
 about half the loudness window, plus one decoder hop (the granularity), plus the noise filters' half length, plus
 the two resamplers: `latency_samples`, computed exactly from these rules at construction.
 
 The pitch range decides how far the tracker looks ahead (two periods of the lowest f0): it defaults to the model's
-training pitch range widened by an octave each way and moved by the pitch shift (the flute: 131-2100 Hz, a 12 ms
+training pitch range widened by an octave each way and moved by the pitch shift (the flute: 129-2100 Hz, a 12 ms
 look-ahead; the recipe's 38 Hz floor would cost 28 ms more). Give --f0-min-hz for an input that plays lower.
 
 `render_offline` renders a whole input at once with the same causal features: the streamed output equals it, shifted
