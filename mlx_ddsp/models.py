@@ -80,7 +80,8 @@ def gru_recurrence(x: mx.array, Wh: mx.array, bhn: mx.array, h0: mx.array) -> tu
     `_gru_gates` takes, kept for the backward pass.
 
     On the CPU the frame loop runs in a compiled kernel (`kernels.cpu_kernels`), except for a single frame (a
-    stream's step, where the kernel's set-up of ~10 ms outweighs the frame); elsewhere, or without it, each
+    stream's step: the kernel's set-up, transposing and packing Wh, took 4.9 ms on one core against 0.2 ms for the
+    frame in MLX ops); elsewhere, or without it, each
     frame is one fused multiply-add (`mx.addmm`) and two elementwise kernels. Autodiff through that loop would add
     T outer products into dWh, one (3H, H) matrix per frame; the backward pass here keeps only the (B, H)
     recursion sequential and computes dWh with one matmul over all frames.
