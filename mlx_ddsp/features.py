@@ -452,17 +452,22 @@ def forward_path(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray
     Same arguments as _viterbi. carry: {"total": (m,), "cents": (m,)} from the call for the frames before (None:
     these are the first). Returns the path (n,) and the carry for the next frames.
     """
-    total = None if carry is None else carry["total"]
-    previous = None if carry is None else carry["cents"]
-    path = np.empty(len(cost_emit), np.intp)
-    for t in range(len(cost_emit)):
-        if total is None:
-            total = cost_emit[t].copy()
-        else:
-            total = (total[:, None] + _transition(previous, cents[t], jump_cost[t])).min(axis=0) + cost_emit[t]
-            total -= total.min()  # only differences matter; keeps the sums small over hours
+    n = len(cost_emit)
+    path = np.empty(n, np.intp)
+    if n == 0:
+        return path, carry
+    if carry is None:  # the first frame: no transition into it
+        total = cost_emit[0].copy()
+        path[0] = np.argmin(total)
+        first, previous = 1, cents[:1]
+    else:
+        total, first, previous = carry["total"], 0, carry["cents"][None]
+    transitions = _transition(np.concatenate([previous, cents[first:-1]]), cents[first:], jump_cost[first:])
+    for t in range(first, n):
+        total = (total[:, None] + transitions[t - first]).min(axis=0) + cost_emit[t]
+        total -= total.min()  # only differences matter; keeps the sums small over hours
         path[t] = np.argmin(total)
-        previous = cents[t]
+    previous = cents[-1]
     return path, {"total": total, "cents": previous}
 
 
