@@ -69,7 +69,8 @@ def adjust(features: dict, stats: dict, pitch_shift: float = 0.0, loudness_shift
     return f0_hz.astype(np.float32), loudness_db.astype(np.float32), notes
 
 
-def _read(path: str | Path, sample_rate: int) -> np.ndarray:
+def read_input(path: str | Path, sample_rate: int) -> np.ndarray:
+    """`load_audio` for a command's input file: a missing or unusable file is a ResynthError naming it."""
     if not Path(path).is_file():
         raise ResynthError(f"input file {path} does not exist")
     try:
@@ -95,15 +96,15 @@ def resynthesize(run_dir: str | Path, input_path: str | Path, output_path: str |
     With an encoder, z comes from INPUT itself, or from the recording `z_from` (its mean z, held constant).
     """
     console = console or Console(stderr=True)
-    _read(input_path, 8000)  # fail on a missing or unreadable input before loading the model
+    read_input(input_path, 8000)  # fail on a missing or unreadable input before loading the model
     model, cfg, state = checkpoint.load_trained(run_dir, which)
     if z_from is not None and not model.use_encoder:
         raise ResynthError("--z-from needs a model trained with model.encoder=true; this one has no encoder")
-    audio = _read(input_path, cfg.data.sample_rate)
+    audio = read_input(input_path, cfg.data.sample_rate)
     features = analyse(audio, cfg)
     f0_hz, loudness_db, notes = adjust(features, state.get("stats", {}), pitch_shift, loudness_shift, auto_adjust,
                                      voiced_threshold)
-    z = reference_z(model, _read(z_from, cfg.data.sample_rate), cfg) if z_from is not None else None
+    z = reference_z(model, read_input(z_from, cfg.data.sample_rate), cfg) if z_from is not None else None
     out = render_long(model, mx.array(f0_hz[None]), mx.array(loudness_db[None]), len(audio),
                       key=mx.random.key(RENDER_NOISE_SEED), audio=mx.array(audio[None]), z=z)
     save_audio(output_path, out["audio"][0], cfg.data.sample_rate)

@@ -54,7 +54,7 @@ from mlx_ddsp.metrics import VOICED
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED
 from mlx_ddsp.numpy_decoder import NumpyDecoder
 from mlx_ddsp.resampler import Resampler
-from mlx_ddsp.resynth import add_adjust_arguments, adjust
+from mlx_ddsp.resynth import add_adjust_arguments, adjust, read_input
 from mlx_ddsp.synth import (audible_harmonics, cycles_from_fixed_point, fixed_point_cycles, harmonic_bank,
                             hann_window, noise_impulse_responses, remove_above_nyquist)
 
@@ -491,22 +491,13 @@ def stream_file(run_dir: str | Path, input_path: str | Path, output_path: str | 
                 which: str = "best", console: Console | None = None, **settings) -> dict:
     """Play INPUT through the model as a live stream in blocks of `block` samples at the file's own rate; write the
     output aligned with the input (the latency removed) and return the timing figures."""
-    import soundfile as sf
-
-    from mlx_ddsp.audio import save_audio
+    from mlx_ddsp.audio import file_rate, save_audio
 
     console = console or Console(stderr=True)
     if block < 1:
         raise StreamError(f"--block must be at least 1 sample, not {block}")
-    if not Path(input_path).is_file():
-        raise StreamError(f"input file {input_path} does not exist")
-    try:
-        audio, rate = sf.read(input_path, dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as e:
-        raise StreamError(f"cannot read {input_path}: {e}") from e
-    audio = audio.mean(axis=1)
-    if not len(audio) or not np.all(np.isfinite(audio)):
-        raise StreamError(f"cannot use {input_path}: {'it has no samples' if not len(audio) else 'NaN or Inf in it'}")
+    rate = file_rate(input_path) or 16000  # unreadable: read_input says why
+    audio = read_input(input_path, rate)
     streamer = Streamer.from_run(run_dir, rate, which, **settings)
     latency = streamer.latency_samples
     padded = np.concatenate([audio, np.zeros(latency, np.float32)])
