@@ -55,8 +55,8 @@ from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED
 from mlx_ddsp.numpy_decoder import NumpyDecoder
 from mlx_ddsp.resampler import Resampler
 from mlx_ddsp.resynth import add_adjust_arguments, adjust, read_input
-from mlx_ddsp.synth import (audible_harmonics, cycles_from_fixed_point, fixed_point_cycles, harmonic_bank,
-                            hann_window, noise_impulse_responses, remove_above_nyquist)
+from mlx_ddsp.synth import (audible_harmonics, cycles_from_fixed_point, filter_noise_frames, fixed_point_cycles,
+                            harmonic_bank, noise_impulse_responses, remove_above_nyquist)
 
 NOISE_TABLE_SAMPLES = 1 << 17  # the white noise the filtered-noise synth reads, cyclically (8.2 s at 16 kHz)
 RANGE_MARGIN_OCTAVES = 1.0  # the default pitch range: the training range widened by this many octaves each way
@@ -122,10 +122,7 @@ def _synth_function(model: DDSP, n_harmonics: int):
                                      previous.reshape(1, 1, -1), amplitudes.reshape(1, 1, -1)).reshape(hop)
             phase = accumulated[-1:]
         if model.n_noise_bands:
-            impulse_response = noise_impulse_responses(controls["noise_magnitudes"])
-            n_fft = 1 << (2 * hop + impulse_response.shape[-1] - 2).bit_length()
-            spectrum = mx.fft.rfft(noise * hann_window(2 * hop), n=n_fft) * mx.fft.rfft(impulse_response, n=n_fft)
-            filtered = mx.fft.irfft(spectrum, n=n_fft)[: 2 * hop + impulse_response.shape[-1] - 1]
+            filtered = filter_noise_frames(noise, noise_impulse_responses(controls["noise_magnitudes"]))
         return harmonic, amplitudes, phase, filtered
 
     return mx.compile(synth)

@@ -263,6 +263,19 @@ def _next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def filter_noise_frames(frames: mx.array, impulse_responses: mx.array) -> mx.array:
+    """Each frame of white noise Hann-windowed and convolved with its filter (FFT): filtered_noise's frames.
+
+    frames: (..., 2 hop) noise centred on the frame positions; impulse_responses: (..., L). Returns
+    (..., 2 hop + L - 1), to be overlap-added `hop` apart (a stream adds them one frame at a time).
+    """
+    length = frames.shape[-1] + impulse_responses.shape[-1] - 1
+    n_fft = _next_pow2(length)
+    windowed = frames * hann_window(frames.shape[-1])
+    spectrum = mx.fft.rfft(windowed, n=n_fft, axis=-1) * mx.fft.rfft(impulse_responses, n=n_fft, axis=-1)
+    return mx.fft.irfft(spectrum, n=n_fft, axis=-1)[..., :length]
+
+
 def filtered_noise(magnitudes: mx.array, n_samples: int, key: mx.array | None = None,
                    rows: tuple[int, int] | None = None, noise: mx.array | None = None) -> mx.array:
     """White noise shaped by a time-varying linear-phase FIR filter.
@@ -289,11 +302,8 @@ def filtered_noise(magnitudes: mx.array, n_samples: int, key: mx.array | None = 
         if total != batch:
             noise = noise[first : first + batch]
     blocks = noise.reshape(batch, n_frames + 1, hop)
-    frames = mx.concatenate([blocks[:, :-1], blocks[:, 1:]], axis=-1) * hann_window(2 * hop)  # (B, T, 2 hop)
-    n_fft = _next_pow2(2 * hop + ir_size - 1)
-    spectrum = mx.fft.rfft(frames, n=n_fft, axis=-1) * mx.fft.rfft(impulse_responses, n=n_fft, axis=-1)
-    filtered = mx.fft.irfft(spectrum, n=n_fft, axis=-1)[..., : 2 * hop + ir_size - 1]
-    audio = overlap_add(filtered, hop)
+    frames = mx.concatenate([blocks[:, :-1], blocks[:, 1:]], axis=-1)  # (B, T, 2 hop)
+    audio = overlap_add(filter_noise_frames(frames, impulse_responses), hop)
     start = hop + ir_size // 2  # frame t's centre sits at padded sample t*hop + hop, delayed by ir_size / 2
     return audio[:, start : start + n_samples]
 
