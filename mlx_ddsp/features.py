@@ -14,6 +14,8 @@ These run in numpy during preprocessing (not in the training path).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import soxr
 
@@ -110,14 +112,19 @@ def a_weighting_db(frequencies_hz: np.ndarray) -> np.ndarray:
         return 20.0 * np.log10(ra) + 2.0
 
 
-def _a_weighting_gain(sample_rate: int, n_fft: int, window: np.ndarray) -> np.ndarray:
-    """(n_fft // 2 + 1,) per-bin weights that turn a windowed frame's |rfft|^2 into its A-weighted mean square."""
+@lru_cache(maxsize=8)
+def _a_weighting_gain(sample_rate: int) -> np.ndarray:
+    """(n_fft // 2 + 1,) per-bin weights that turn a loudness window's |rfft|^2 (zero-padded to n_fft, see
+    loudness_window) into its A-weighted mean square. Cached: a stream asks for it at every decoder frame."""
+    window, n_fft = loudness_window(sample_rate)
     frequencies = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     gain = 10.0 ** (a_weighting_db(frequencies) / 10.0)
     gain[1:-1] *= 2.0  # one-sided spectrum: every bin but DC and Nyquist stands for two
     if n_fft % 2:
         gain[-1] *= 2.0  # an odd size has no Nyquist bin
-    return gain / (n_fft * np.sum(window.astype(np.float64) ** 2))
+    gain /= n_fft * np.sum(window.astype(np.float64) ** 2)
+    gain.flags.writeable = False
+    return gain
 
 
 def window_loudness(frames: np.ndarray, sample_rate: int, kind: str = "a_weighted") -> np.ndarray:
@@ -126,8 +133,7 @@ def window_loudness(frames: np.ndarray, sample_rate: int, kind: str = "a_weighte
     compute_power for the two kinds."""
     window, n_fft = loudness_window(sample_rate)
     if kind == "a_weighted":
-        power = np.abs(np.fft.rfft(frames * window, n_fft, axis=-1)) ** 2 @ _a_weighting_gain(sample_rate, n_fft,
-                                                                                             window)
+        power = np.abs(np.fft.rfft(frames * window, n_fft, axis=-1)) ** 2 @ _a_weighting_gain(sample_rate)
     elif kind == "power":
         power = np.mean(np.square(frames, dtype=np.float64), axis=-1)
     else:

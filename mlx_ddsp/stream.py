@@ -46,8 +46,8 @@ from rich.console import Console
 
 from mlx_ddsp import checkpoint
 from mlx_ddsp.cli import UserError, entry_point, run
-from mlx_ddsp.features import (
-    analysis_extent, analysis_range, chosen_f0, estimate_f0, forward_path, frame_centres, frame_candidates,
+from mlx_ddsp.features import (  # _padded: the frame under a window, zeros outside the buffer
+    _padded, analysis_extent, analysis_range, chosen_f0, estimate_f0, forward_path, frame_centres, frame_candidates,
     frame_hop, frame_loudness, hold_unpitched, loudness_window, path_costs, window_loudness,
 )
 from mlx_ddsp.metrics import VOICED
@@ -318,7 +318,6 @@ class Streamer:
         self.f0_previous = self.f0_current = None
         self.adjuster.reset()
         self.pending, self.pending_start = np.zeros(0, np.float32), 0  # dry samples not yet final, from pending_start
-        self.n_released = 0
         if self.reverb is not None:
             self.reverb.reset()
             self.reverb_input = np.zeros(0, np.float32)
@@ -378,13 +377,11 @@ class Streamer:
     def _decode(self, n_ticks: int) -> np.ndarray:
         """Decode and synthesise decoder frames up to n_ticks; returns the dry samples that became final."""
         for j in range(self.ticks, n_ticks):
-            centre = j * self.hop - self.audio_start
-            frames = self.audio[max(0, centre - self.loudness_length // 2) : centre + self.loudness_length // 2]
-            if centre < self.loudness_length // 2:  # the window reaches before the signal: zeros there
-                frames = np.concatenate([np.zeros(self.loudness_length // 2 - centre, np.float32), frames])
+            centre = j * self.hop - self.audio_start  # zeros before the signal (the buffer then starts at 0)
+            window = _padded(self.audio, self.loudness_length, centre, centre)[None]
             frame = self._features_at(j * self.stride)
             loudness_db = self.adjuster.loudness(
-                float(window_loudness(frames[None], self.model_rate, self.cfg.features.loudness)[0]),
+                float(window_loudness(window, self.model_rate, self.cfg.features.loudness)[0]),
                 float(frame["confidence"][0]))
             if self.f0_current is None:  # the first frame (later ones were adjusted one tick ahead)
                 self.f0_current = self.adjuster.pitch(float(frame["f0_hz"][0]), float(frame["confidence"][0]))
@@ -405,11 +402,12 @@ class Streamer:
             if end - self.pending_start > len(self.pending):
                 self.pending = np.concatenate([self.pending, np.zeros(end - self.pending_start - len(self.pending),
                                                                      np.float32)])
-            if j > 0 and self.n_harmonics:
-                self.pending[(j - 1) * self.hop - self.pending_start : j * self.hop - self.pending_start] += harmonic
-                self.amplitudes, self.phase = amplitudes, phase
-            elif self.n_harmonics:
+            if self.n_harmonics:
                 self.amplitudes = amplitudes
+                if j > 0:  # frame 0 ends no hop: its harmonic samples and phase are not kept
+                    hop_start = (j - 1) * self.hop - self.pending_start
+                    self.pending[hop_start : hop_start + self.hop] += harmonic
+                    self.phase = phase
             if self.noise_half:
                 first = (j - 1) * self.hop - self.noise_half  # where frame j's filtered noise starts
                 filtered = np.array(filtered)[max(0, -first) :]
