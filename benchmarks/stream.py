@@ -63,16 +63,11 @@ def latency_table(run_dir: str) -> None:
 
 def equality(streamer: Streamer, audio: np.ndarray) -> None:
     offline = render_offline(streamer, audio)
-    padded = np.concatenate([audio, np.zeros(streamer.latency_samples, np.float32)])
     rng = np.random.default_rng(0)
     for pattern in (64, 256, 1000, "random 1-1500"):
         streamer.reset()
-        outputs, position = [], 0
-        while position < len(padded):
-            size = pattern if isinstance(pattern, int) else int(rng.integers(1, 1501))
-            outputs.append(streamer.process(padded[position : position + size]))
-            position += size
-        streamed = np.concatenate(outputs)[streamer.latency_samples :][: len(audio)]
+        sizes = pattern if isinstance(pattern, int) else iter(lambda: int(rng.integers(1, 1501)), None)
+        streamed = streamer.play(audio, sizes)[0]
         print(f"blocks of {pattern}: max |streamed - offline| = {np.abs(streamed - offline).max():.2e} "
               f"(offline RMS {np.sqrt(np.mean(offline**2)):.3f}, {len(audio) / streamer.sample_rate:.1f} s)")
 
@@ -123,7 +118,7 @@ def main() -> None:
     record = {"run": args.run, "recipe": args.recipe, "input": args.input, "rate": args.rate, "block": args.block,
               "block_ms": block_ms, "minutes": args.minutes, "latency_samples": streamer.latency_samples,
               "latency_ms": 1e3 * streamer.latency_samples / args.rate,
-              "f0_range_hz": [streamer.f0_min_hz, streamer.f0_max_hz],
+              "f0_range_hz": [streamer.f0_min_hz, streamer.f0_max_hz], "decoder_step": streamer.decoder,
               "median_ms": float(np.median(times_ms)), "p99_ms": float(np.percentile(times_ms, 99)),
               "p999_ms": float(np.percentile(times_ms, 99.9)), "max_ms": float(times_ms.max()),
               "late_blocks": int(np.sum(times_ms > block_ms)), "blocks": n_blocks,

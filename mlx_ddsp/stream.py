@@ -330,6 +330,20 @@ class Streamer:
         self.process(np.zeros(2 * self.latency_samples, np.float32))
         self.reset()
 
+    def play(self, audio: np.ndarray, sizes) -> tuple[np.ndarray, np.ndarray]:
+        """Play `audio` (n,) and then latency_samples of silence as a stream, in blocks of `sizes` samples (an int,
+        or an iterator of ints). Returns the output aligned with the input (the latency removed, (n,)) and each
+        block's wall time in seconds."""
+        padded = np.concatenate([np.asarray(audio, np.float32), np.zeros(self.latency_samples, np.float32)])
+        outputs, seconds, position = [], [], 0
+        while position < len(padded):
+            size = sizes if isinstance(sizes, int) else next(sizes)
+            start = time.perf_counter()
+            outputs.append(self.process(padded[position : position + size]))
+            seconds.append(time.perf_counter() - start)
+            position += size
+        return np.concatenate(outputs)[self.latency_samples :][: len(audio)], np.array(seconds)
+
     def process(self, block: np.ndarray) -> np.ndarray:
         """(n,) float32 input at `sample_rate` -> (n,) output: the model's rendering of the input latency_samples
         earlier (silence at first)."""
@@ -495,22 +509,16 @@ def stream_file(run_dir: str | Path, input_path: str | Path, output_path: str | 
     audio = read_input(input_path, rate)
     streamer = Streamer.from_run(run_dir, rate, which, **settings)
     latency = streamer.latency_samples
-    padded = np.concatenate([audio, np.zeros(latency, np.float32)])
     streamer.warm_up()
-    outputs, seconds = [], []
-    for start in range(0, len(padded), block):
-        tic = time.perf_counter()
-        outputs.append(streamer.process(padded[start : start + block]))
-        seconds.append(time.perf_counter() - tic)
-    out = np.concatenate(outputs)[latency : latency + len(audio)]
+    out, seconds = streamer.play(audio, block)
     save_audio(output_path, out, rate)
-    seconds_ms = 1000.0 * np.array(seconds)
+    seconds_ms = 1000.0 * seconds
     block_ms = 1000.0 * block / rate
     late = int(np.sum(seconds_ms > block_ms))
     report = {"latency_samples": latency, "latency_ms": 1000.0 * latency / rate, "block": block,
               "block_ms": block_ms, "median_ms": float(np.median(seconds_ms)),
               "p99_ms": float(np.percentile(seconds_ms, 99)), "max_ms": float(seconds_ms.max()),
-              "real_time_factor": float(np.sum(seconds) / (len(padded) / rate)), "late_blocks": late,
+              "real_time_factor": float(np.sum(seconds) / ((len(audio) + latency) / rate)), "late_blocks": late,
               "blocks": len(seconds), "f0_range_hz": [streamer.f0_min_hz, streamer.f0_max_hz]}
     console.print(f"wrote {output_path}: {len(audio) / rate:.1f} s at {rate} Hz in blocks of {block} "
                   f"({block_ms:.2f} ms); latency {latency} samples = {report['latency_ms']:.1f} ms; per block: "

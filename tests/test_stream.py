@@ -41,17 +41,8 @@ def performance(rate: int, seconds: float = 1.6) -> np.ndarray:
 
 def stream(streamer: Streamer, audio: np.ndarray, sizes) -> np.ndarray:
     """Play audio followed by latency_samples of silence in blocks of the given sizes (an int or a generator);
-    returns the output with the latency removed, as long as the input."""
-    padded = np.concatenate([audio, np.zeros(streamer.latency_samples, np.float32)])
-    outputs, position = [], 0
-    while position < len(padded):
-        size = sizes if isinstance(sizes, int) else next(sizes)
-        block = padded[position : position + size]
-        out = streamer.process(block)
-        assert len(out) == len(block)
-        outputs.append(out)
-        position += size
-    return np.concatenate(outputs)[streamer.latency_samples :][: len(audio)]
+    returns the output with the latency removed, as long as the input (`Streamer.play`)."""
+    return streamer.play(audio, sizes)[0]
 
 
 def random_sizes(seed: int = 0):
@@ -91,6 +82,16 @@ def test_the_numpy_decoder_step_is_the_mlx_decoder(recurrent):
         for name, value in controls.items():
             np.testing.assert_allclose(value, np.array(expected[name][0, t]).reshape(-1), rtol=2e-5, atol=1e-7)
     np.testing.assert_allclose(state, np.array(expected["state"][0]), rtol=1e-5, atol=1e-6)
+
+
+def test_every_block_comes_back_as_long_as_it_went_in(flute_like):
+    flute_like.reset()
+    audio = performance(48000, 0.5)
+    position = 0
+    for size in [1, 7, 0, 64, 1000, 333, 4096, 2] * 4:
+        block = audio[position : position + size]
+        assert len(flute_like.process(block)) == len(block)
+        position += size
 
 
 def test_latency_of_the_flute_cpu_model_at_48khz_is_below_ddsp_vsts(flute_like):
