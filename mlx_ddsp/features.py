@@ -196,6 +196,7 @@ TAKEOVER_MARGIN, TAKEOVER_RATIO = 0.02, 0.5  # when a dip at twice the lag takes
 OFF_MULTIPLE_MIN = 0.01  # a period's own partials (off its half's or third's) are real above -20 dB
 N_HARMONICS = 12  # harmonics the spectral octave check looks at
 SUBHARMONICS = (2, 3, 4, 5, 6)  # period multiples the spectral check tells apart (an octave, a twelfth, ...)
+ENERGY_SCALE = 2.0**44  # fixed-point step of the tracker's window energies (exact integer sums, see _difference)
 
 
 def _difference(padded: np.ndarray, offsets: np.ndarray, max_lag: int):
@@ -209,17 +210,18 @@ def _difference(padded: np.ndarray, offsets: np.ndarray, max_lag: int):
     """
     window = max_lag + 2
     length = window + max_lag
-    frames = np.lib.stride_tricks.sliding_window_view(padded, length)[offsets]
+    frames = np.lib.stride_tricks.sliding_window_view(padded, length)[offsets].astype(np.float64)
     n_fft = fft_size(length)  # the window is zero beyond `window`, so lags <= max_lag never wrap around
-    spectrum = np.fft.rfft(frames, n_fft, axis=-1)
+    spectrum = np.fft.rfft(frames, n_fft, axis=-1)  # float64: numpy's float32 transforms are ~2.4x slower
     head = np.fft.rfft(frames[:, :window], n_fft, axis=-1)
-    correlation = np.fft.irfft(np.conj(head) * spectrum, n_fft, axis=-1)[:, : max_lag + 1]
-    # Energy of every window of W samples from a running sum along each frame (float64: the differences of running
-    # sums are small), the per-lag arithmetic in float32. Each frame's sums are its own, so a frame's result does not
-    # depend on which frames share its call (a stream analyses one or two at a time, `mlx_ddsp.stream`).
-    energy_sums = np.cumsum(np.square(frames, dtype=np.float64), axis=-1)  # [:, j]: samples 0..j's energy
-    window_energy = energy_sums[:, window - 1 : window + max_lag].copy()  # the W samples from each lag on
-    window_energy[:, 1:] -= energy_sums[:, :max_lag]
+    correlation = np.fft.irfft(np.conj(head) * spectrum, n_fft, axis=-1)[:, : max_lag + 1].astype(np.float32)
+    # Energy of every window of W samples, from one running sum of the squares over the call in fixed point (2^-44
+    # steps): integer sums are exact and wrap around without loss, so a frame's energies do not depend on which
+    # frames share its call (a stream analyses one or two at a time, `mlx_ddsp.stream`).
+    squares = np.rint(np.square(padded, dtype=np.float64) * ENERGY_SCALE).astype(np.int64)
+    sums = np.concatenate([[0], np.cumsum(squares)])  # [j]: samples 0..j-1
+    starts = offsets[:, None] + np.arange(max_lag + 1)
+    window_energy = (sums[starts + window] - sums[starts]) / ENERGY_SCALE  # (n, max_lag + 1) float64
     shifted_energy = window_energy.astype(np.float32)
     difference = np.maximum(shifted_energy[:, :1] + shifted_energy - 2.0 * correlation, 0.0)
     difference[:, 0] = 0.0
