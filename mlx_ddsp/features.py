@@ -191,11 +191,13 @@ _THRESHOLDS = np.linspace(0.01, 1.0, 100)
 # pYIN's prior over the YIN threshold: Beta(2, 18), mean 0.1.
 _THRESHOLD_PRIOR = _THRESHOLDS * (1.0 - _THRESHOLDS) ** 17
 _THRESHOLD_PRIOR /= _THRESHOLD_PRIOR.sum()
+_PRIOR_ABOVE = np.append(np.cumsum(_THRESHOLD_PRIOR[::-1])[::-1], 0.0)  # [i]: mass of thresholds i..
 _ABSOLUTE_MIN_WEIGHT = 0.01  # pYIN: a threshold no dip passes gives this share to the deepest dip
 TAKEOVER_MARGIN, TAKEOVER_RATIO = 0.02, 0.5  # when a dip at twice the lag takes over (see _octave_arbitration)
 OFF_MULTIPLE_MIN = 0.01  # a period's own partials (off its half's or third's) are real above -20 dB
 N_HARMONICS = 12  # harmonics the spectral octave check looks at
 SUBHARMONICS = (2, 3, 4, 5, 6)  # period multiples the spectral check tells apart (an octave, a twelfth, ...)
+_MULTIPLE_OF = np.array([[k % m == 0 for m in SUBHARMONICS] for k in range(1, N_HARMONICS + 1)], float)  # (K, m)
 ENERGY_SCALE = 2.0**44  # fixed-point step of the tracker's window energies (exact integer sums, see _difference)
 
 
@@ -256,10 +258,10 @@ def _candidates(difference: np.ndarray, cmndf: np.ndarray, min_lag: int):
     is_min[:, : max(min_lag - 1, 0)] = False
     n = d.shape[0]
     dip = is_min & (interior < DIP_MAX)
-    first = dip & (np.cumsum(dip, axis=1) <= N_FIRST)
+    first = dip & (np.cumsum(dip, axis=1, dtype=np.int16) <= N_FIRST)  # int16: a frame has < 2^15 minima
     deepest = np.where(is_min, interior, np.inf).min(axis=1, keepdims=True)
     deep = is_min & ~first & (interior <= deepest + DEEP_MARGIN)
-    chosen = first | (deep & (np.cumsum(deep, axis=1) <= N_DEEP))
+    chosen = first | (deep & (np.cumsum(deep, axis=1, dtype=np.int16) <= N_DEEP))
     lags = np.full((n, N_CANDIDATES), np.inf)
     values = np.full((n, N_CANDIDATES), np.inf)
     rows, cols = np.nonzero(chosen)
@@ -283,16 +285,18 @@ def _candidates(difference: np.ndarray, cmndf: np.ndarray, min_lag: int):
 
 
 def _candidate_probabilities(values: np.ndarray) -> np.ndarray:
-    """pYIN's probability that each candidate is the pitch: the prior mass of thresholds it is the first to pass."""
-    below = values[:, :, None] < _THRESHOLDS[None, None, :]  # (n, M, thresholds)
-    any_below = below.any(axis=1)
-    first = np.argmax(below, axis=1)  # (n, thresholds)
-    probs = np.zeros(values.shape)
-    rows = np.broadcast_to(np.arange(len(values))[:, None], first.shape)
-    np.add.at(probs, (rows[any_below], first[any_below]), np.broadcast_to(_THRESHOLD_PRIOR, first.shape)[any_below])
+    """pYIN's probability that each candidate is the pitch: the prior mass of thresholds it is the first to pass.
+
+    Candidate i (in lag order) is the first below the thresholds above its depth and at or below every earlier one's:
+    its mass is the prior's between those two. The mass of thresholds no candidate passes goes, scaled by
+    _ABSOLUTE_MIN_WEIGHT, to the deepest. values: (n, M) depths (np.inf where missing). Returns (n, M)."""
+    earlier = np.minimum.accumulate(np.concatenate([np.full((len(values), 1), np.inf), values[:, :-1]], axis=1), axis=1)
+    probs = np.maximum(_PRIOR_ABOVE[np.searchsorted(_THRESHOLDS, values, side="right")]
+                       - _PRIOR_ABOVE[np.searchsorted(_THRESHOLDS, earlier, side="right")], 0.0)
     deepest = np.argmin(values, axis=1)
-    none_mass = (~any_below * _THRESHOLD_PRIOR).sum(axis=1) * _ABSOLUTE_MIN_WEIGHT
-    probs[np.arange(len(values)), deepest] += np.where(np.isfinite(values.min(axis=1)), none_mass, 0.0)
+    lowest = values[np.arange(len(values)), deepest]
+    none_mass = (1.0 - _PRIOR_ABOVE[np.searchsorted(_THRESHOLDS, lowest, side="right")]) * _ABSOLUTE_MIN_WEIGHT
+    probs[np.arange(len(values)), deepest] += np.where(np.isfinite(lowest), none_mass, 0.0)
     return probs
 
 
@@ -316,10 +320,8 @@ def _off_multiple_energy(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarra
     peak = np.maximum(np.maximum(power[:, :-2], power[:, 1:-1]), power[:, 2:])  # bin b + 1: the largest of b..b+2
     gathered = np.take_along_axis(peak, (centre - 1).reshape(len(power), -1), axis=1).reshape(centre.shape)
     energy = np.where(inside, gathered, 0.0)
-    ratios = np.empty(lags.shape + (len(SUBHARMONICS),))
-    for index, m in enumerate(SUBHARMONICS):
-        multiple = energy[:, :, m - 1 :: m].sum(axis=2)
-        ratios[:, :, index] = (energy.sum(axis=2) - multiple) / np.maximum(multiple, 1e-30)
+    multiple = energy @ _MULTIPLE_OF  # (n, M, len(SUBHARMONICS)): energy at the harmonics divisible by m
+    ratios = (energy.sum(axis=2)[:, :, None] - multiple) / np.maximum(multiple, 1e-30)
     return ratios, spacing >= 3.0
 
 
@@ -341,15 +343,20 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
         ratio = lags[:, None, :] / lags[:, :, None]  # (n, short, long)
         deeper = ((values[:, :, None] - values[:, None, :] > TAKEOVER_MARGIN)
                   & (values[:, None, :] < TAKEOVER_RATIO * values[:, :, None]))
+        multiple = np.rint(ratio.transpose(0, 2, 1))  # (n, long, short): the whole multiple nearest each ratio
+        distance = np.abs(ratio.transpose(0, 2, 1) - multiple)
+    distance[~(distance < 0.03 * multiple)] = np.inf  # only ratios within 3 % of a multiple
     off, resolved = _off_multiple_energy(power, lags)
     rows = np.arange(len(probs))
     # Which candidate hands its probability to which, for every (long j, multiple m): these depend on the lags and
     # the spectrum only, so they are found at once; only the hand-overs run in order (a chain passes along).
-    multiples = np.array(SUBHARMONICS, dtype=float)
-    distance = np.abs(ratio[..., None] - multiples)  # (n, short, long, m)
-    near = distance < 0.03 * multiples
-    shorts = np.argmin(np.where(near, distance, np.inf), axis=1)  # (n, long, m)
-    moves = near.any(axis=1) & resolved[:, :, None] & (off < OFF_MULTIPLE_MIN)  # (n, long, m)
+    shorts = np.empty(off.shape, np.intp)  # (n, long, m): the short candidate nearest a period m times shorter
+    near = np.empty(off.shape, bool)
+    for index, m in enumerate(SUBHARMONICS):
+        at_m = np.where(multiple == m, distance, np.inf)
+        shorts[:, :, index] = np.argmin(at_m, axis=2)
+        near[:, :, index] = np.isfinite(at_m).any(axis=2)
+    moves = near & resolved[:, :, None] & (off < OFF_MULTIPLE_MIN)  # (n, long, m)
     longs, indices = np.nonzero(moves.any(axis=0))  # the (long, multiple) pairs with a hand-over somewhere
     for j, index in sorted(zip(longs.tolist(), indices.tolist()), key=lambda pair: (-pair[0], pair[1])):
         moving = moves[:, j, index]  # sub-harmonics, longest first
@@ -440,13 +447,14 @@ def _viterbi(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) ->
     jump_cost: (n,) cost of an octave's jump into each frame.
     """
     n, m = cost_emit.shape
-    transitions = _transition(cents[:-1], cents[1:], jump_cost[1:])  # (n-1, from, to)
+    steps = _transition(cents[:-1], cents[1:], jump_cost[1:]) + cost_emit[1:, None, :]  # (n-1, from, to)
     back = np.empty((n - 1, m), np.intp)
     total = cost_emit[0].copy()
-    for t in range(n - 1):
-        scores = total[:, None] + transitions[t]
-        back[t] = np.argmin(scores, axis=0)
-        total = scores.min(axis=0) + cost_emit[t + 1]
+    scores, to = np.empty((m, m)), np.arange(m)
+    for t in range(n - 1):  # the loop is numpy calls on (m, m): fewest calls, no allocation but the (m,) total
+        np.add(total[:, None], steps[t], out=scores)
+        back[t] = best = scores.argmin(axis=0)
+        total = scores[best, to]
     path = np.empty(n, np.intp)
     path[-1] = np.argmin(total)
     for t in range(n - 2, -1, -1):
