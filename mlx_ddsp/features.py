@@ -222,9 +222,8 @@ def _difference(padded: np.ndarray, offsets: np.ndarray, max_lag: int):
     # frames share its call (a stream analyses one or two at a time, `mlx_ddsp.stream`).
     squares = np.rint(np.square(padded, dtype=np.float64) * ENERGY_SCALE).astype(np.int64)
     sums = np.concatenate([[0], np.cumsum(squares)])  # [j]: samples 0..j-1
-    starts = offsets[:, None] + np.arange(max_lag + 1)
-    window_energy = (sums[starts + window] - sums[starts]) / ENERGY_SCALE  # (n, max_lag + 1) float64
-    shifted_energy = window_energy.astype(np.float32)
+    energy = (sums[window:] - sums[:-window]) / ENERGY_SCALE  # [j]: the W samples from sample j on
+    shifted_energy = np.lib.stride_tricks.sliding_window_view(energy.astype(np.float32), max_lag + 1)[offsets]
     difference = np.maximum(shifted_energy[:, :1] + shifted_energy - 2.0 * correlation, 0.0)
     difference[:, 0] = 0.0
     running = np.cumsum(difference[:, 1:], axis=-1)
@@ -236,7 +235,7 @@ def _difference(padded: np.ndarray, offsets: np.ndarray, max_lag: int):
     hann[:, 1:-1] -= 0.25 * (spectrum[:, :-2] + spectrum[:, 2:])
     # Level of each window with its mean removed (a DC offset is no sound), dB re full scale.
     window_sum = np.sum(frames[:, :window], axis=-1, dtype=np.float64)
-    variance = np.maximum(window_energy[:, 0] - window_sum**2 / window, 0.0) / window
+    variance = np.maximum(energy[offsets] - window_sum**2 / window, 0.0) / window
     level_db = 10.0 * np.log10(np.maximum(variance, 1e-20))
     return difference, normalised, hann.real**2 + hann.imag**2, level_db
 
@@ -478,11 +477,14 @@ def forward_path(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray
         first, previous = 1, cents[:1]
     else:
         total, first, previous = carry["total"], 0, carry["cents"][None]
-    transitions = _transition(np.concatenate([previous, cents[first:-1]]), cents[first:], jump_cost[first:])
+    steps = (_transition(np.concatenate([previous, cents[first:-1]]), cents[first:], jump_cost[first:])
+             + cost_emit[first:, None, :])  # (n - first, from, to)
+    scores = np.empty(steps.shape[1:])
     for t in range(first, n):
-        total = (total[:, None] + transitions[t - first]).min(axis=0) + cost_emit[t]
-        total -= total.min()  # only differences matter; keeps the sums small over hours
-        path[t] = np.argmin(total)
+        np.add(total[:, None], steps[t - first], out=scores)
+        total = scores.min(axis=0)
+        path[t] = best = total.argmin()
+        total -= total[best]  # only differences matter; keeps the sums small over hours
     previous = cents[-1]
     return path, {"total": total, "cents": previous}
 
