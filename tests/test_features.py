@@ -196,3 +196,44 @@ def test_causal_f0_of_a_frame_depends_on_no_audio_past_its_analysis_window():
         part = estimate_f0(cut, SR, FRAME_RATE, f0_min_hz=60.0, causal=True)
         np.testing.assert_allclose(part[0][: frame + 1], full[0][: frame + 1], rtol=1e-6)
         np.testing.assert_allclose(part[1][: frame + 1], full[1][: frame + 1], atol=1e-6)
+
+
+def test_candidate_probabilities_are_pyins_threshold_by_threshold():
+    """pYIN: each threshold's prior mass goes to the first candidate (in lag order) whose dip is below it, or, scaled
+    by the absolute-minimum weight, to the deepest when none is."""
+    from mlx_ddsp import features
+
+    rng = np.random.default_rng(3)
+    values = rng.uniform(0.0, 0.6, (300, features.N_CANDIDATES))
+    values[rng.uniform(size=values.shape) < 0.3] = np.inf
+    values[:5] = np.inf  # no candidate at all
+    values[5:10] = np.round(values[5:10], 2)  # dips exactly at a threshold: a dip must be below it
+    expected = np.zeros(values.shape)
+    for row, depths in enumerate(values):
+        if not np.isfinite(depths).any():
+            continue
+        for threshold, mass in zip(features._THRESHOLDS, features._THRESHOLD_PRIOR):
+            passing = np.flatnonzero(depths < threshold)
+            if len(passing):
+                expected[row, passing[0]] += mass
+            else:
+                expected[row, np.argmin(depths)] += mass * features._ABSOLUTE_MIN_WEIGHT
+    np.testing.assert_allclose(features._candidate_probabilities(values), expected, atol=1e-12)
+
+
+def test_difference_function_is_yins_sum_of_squared_differences():
+    """d(tau) = sum over the window's W samples of (x[j] - x[j + tau])^2, and d' its cumulative mean normalisation,
+    against the sums written out (float64), for frames at arbitrary offsets of a call."""
+    from mlx_ddsp.features import _difference
+
+    max_lag, window = 40, 42
+    padded = np.random.default_rng(4).normal(0.0, 0.3, 400).astype(np.float32)
+    offsets = np.array([0, 7, 64, 300])
+    difference, cmndf, _, _ = _difference(padded, offsets, max_lag)
+    x = padded.astype(np.float64)
+    for row, start in enumerate(offsets):
+        d = np.array([np.sum((x[start : start + window] - x[start + tau : start + tau + window]) ** 2)
+                      for tau in range(max_lag + 1)])
+        np.testing.assert_allclose(difference[row], d, rtol=1e-4, atol=1e-4)
+        tau = np.arange(1, max_lag + 1)
+        np.testing.assert_allclose(cmndf[row, 1:], d[1:] * tau / np.cumsum(d[1:]), rtol=1e-3)
