@@ -1,7 +1,7 @@
 """Shared pieces of the corpus scripts: generated MIDI melodies, FluidSynth rendering, and the true f0 they imply.
 
 Needs Debian's `fluidsynth` and a General MIDI SoundFont (`fluid-soundfont-gm` for FluidR3_GM). Used by
-`render_flute_corpus.py` (the bundled flute) and `render_dev_corpus.py` (the development corpus).
+`render_corpus.py` (the bundled flute, and one instrument's training corpus) and `render_dev_corpus.py` (the development corpus).
 
 A melody is a sequence of phrases in one instrument's range: legato and detached notes, rests, velocity and
 expression (CC11) dynamics, pitch-bend vibrato and glides with the bend range set to 2 semitones by RPN 0. Reverb
@@ -39,6 +39,23 @@ class Instrument:
     high: int
     start_low: int
     start_high: int
+
+
+INSTRUMENTS = (  # zero-based GM programs; note ranges in MIDI numbers
+    Instrument("contrabass", 43, 28, 60, 31, 45),
+    Instrument("cello", 42, 36, 76, 43, 60),
+    Instrument("bassoon", 70, 34, 72, 41, 58),
+    Instrument("trombone", 57, 40, 72, 46, 62),
+    Instrument("viola", 41, 48, 84, 55, 72),
+    Instrument("violin", 40, 55, 96, 62, 81),
+    Instrument("trumpet", 56, 54, 84, 60, 76),
+    Instrument("alto_sax", 65, 49, 80, 55, 72),
+    Instrument("clarinet", 71, 50, 89, 55, 79),
+    Instrument("oboe", 68, 58, 91, 64, 82),
+    Instrument("flute", 73, 60, 93, 67, 84),
+    Instrument("choir_aahs", 52, 48, 79, 55, 70),
+    Instrument("voice_oohs", 53, 48, 79, 55, 70),
+)
 
 
 def _varlen(value: int) -> bytes:

@@ -27,23 +27,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from midi_corpus import FLUIDR3, FRAME_RATE, Instrument, compose, render, sounding_truth, write_midi
+from midi_corpus import FLUIDR3, FRAME_RATE, INSTRUMENTS, compose, render, sounding_truth, write_midi
 
-INSTRUMENTS = (  # zero-based GM programs; note ranges in MIDI numbers
-    Instrument("contrabass", 43, 28, 60, 31, 45),
-    Instrument("cello", 42, 36, 76, 43, 60),
-    Instrument("bassoon", 70, 34, 72, 41, 58),
-    Instrument("trombone", 57, 40, 72, 46, 62),
-    Instrument("viola", 41, 48, 84, 55, 72),
-    Instrument("violin", 40, 55, 96, 62, 81),
-    Instrument("trumpet", 56, 54, 84, 60, 76),
-    Instrument("alto_sax", 65, 49, 80, 55, 72),
-    Instrument("clarinet", 71, 50, 89, 55, 79),
-    Instrument("oboe", 68, 58, 91, 64, 82),
-    Instrument("flute", 73, 60, 93, 67, 84),
-    Instrument("choir_aahs", 52, 48, 79, 55, 70),
-    Instrument("voice_oohs", 53, 48, 79, 55, 70),
-)
 # FluidR3's Choir Aahs is tuned 20-40 cents flat of the MIDI note (measured: the median f0 of its confident
 # frames, per note, in two files), so MIDI is no truth for it; its sung vowels come from Voice Oohs there.
 SKIP = {("fluidr3", "choir_aahs")}

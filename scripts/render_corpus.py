@@ -1,11 +1,13 @@
-"""Render the bundled flute corpus (data/flute) from generated MIDI, with its true f0 tracks (data/flute_truth).
+"""Render the bundled flute corpus (data/flute) from generated MIDI, with its true f0 tracks (data/flute_truth),
+or the same kind of training corpus for another instrument of `midi_corpus.INSTRUMENTS`.
 
 Kept out of the package's main path: it needs Debian's `fluidsynth` and `fluid-soundfont-gm` (FluidR3_GM, MIT):
 
     apt-get install fluidsynth fluid-soundfont-gm
-    python scripts/render_flute_corpus.py [--files 8] [--seconds 30] [--seed 1]
+    python scripts/render_corpus.py [--files 8] [--seconds 30] [--seed 1]     # data/flute, data/flute_truth
+    python scripts/render_corpus.py --instrument cello --out corpus/instruments  # corpus/instruments/cello{,_truth}
 
-Each file is a melody in the flute's range (GM program 74, MIDI 60-93; see `midi_corpus.py`), rendered at
+Each file is a melody in the instrument's range (the flute: GM program 74, MIDI 60-93; see `midi_corpus.py`), rendered at
 48 kHz (the 16 kHz recipes resample it when they build their cache). `voiced` marks frames where a note sounds: while it is held, and in its release
 until the next note starts or the rendered audio falls below -60 dB (the only use of the audio in the truth; the
 pitch of a release is the note's last pitch). `ambiguous` marks the first 60 ms of every note, where the sampled
@@ -22,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from midi_corpus import FRAME_RATE, Instrument, compose, render, sounding_truth, write_midi
+from midi_corpus import FRAME_RATE, INSTRUMENTS, compose, render, sounding_truth, write_midi
 
 SAMPLE_RATE = 48000
-FLUTE = Instrument("flute", program=73, low=60, high=93, start_low=67, start_high=84)  # GM program 74
 
 
 def main() -> None:
@@ -34,15 +35,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("data"))
+    parser.add_argument("--instrument", default="flute", choices=[i.name for i in INSTRUMENTS])
     args = parser.parse_args()
-    audio_dir, truth_dir = args.out / "flute", args.out / "flute_truth"
+    instrument = next(i for i in INSTRUMENTS if i.name == args.instrument)
+    audio_dir, truth_dir = args.out / instrument.name, args.out / f"{instrument.name}_truth"
     audio_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.files):
-            name = f"flute_{i:02d}"
-            events, midi_pitch, held, onsets = compose(rng, args.seconds, FLUTE)
+            name = f"{instrument.name}_{i:02d}"
+            events, midi_pitch, held, onsets = compose(rng, args.seconds, instrument)
             write_midi(Path(tmp) / f"{name}.mid", events)
             audio = render(Path(tmp) / f"{name}.mid", Path(tmp) / f"{name}.wav", SAMPLE_RATE)
             audio = audio[: int(args.seconds * SAMPLE_RATE)]
