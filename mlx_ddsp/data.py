@@ -1,12 +1,17 @@
 """Mini-batches from the preprocessing cache, held in memory, in a seeded order that resumes from a step number.
 
-    dataset = ExampleSet(cache_dir, "train")
+    dataset = ExampleSet(cache_dir, "train", lead_in_frames=250)   # each example with the second before it
     batches = BatchStream(dataset, batch_size=16, seed=0)
     batch = batches.batch(step)   # {"audio": (B, N), "f0_hz": (B, T), "confidence": (B, T), "loudness_db": (B, T)}
 
 The order is a concatenation of per-epoch permutations drawn from (seed, epoch), so batch `step` is a pure function
 of (seed, step): a resumed run sees exactly the batches the uninterrupted run would have. Every batch is full
 (epochs run into each other), so shapes never change and a compiled step never recompiles.
+
+A lead-in (`data.lead_in_seconds`) is audio and features from before each example that the model renders and the
+loss leaves out: in a reverberant recording the start of every example holds the room's tail of notes played
+before it, which the model's own room can only reproduce if it has played those notes too. Before the start of a
+file the lead-in is silence.
 """
 
 from __future__ import annotations
@@ -20,15 +25,20 @@ import numpy as np
 from mlx_ddsp.features import FEATURE_NAMES
 
 class ExampleSet:
-    """All examples of one split of a cache. Example i is (file, start frame); arrays are sliced on demand."""
+    """All examples of one split of a cache. Example i is (file, start frame); arrays are sliced on demand.
 
-    def __init__(self, cache_dir: str | Path, split: str):
+    n_samples / n_frames: the length of what `example` returns, the lead-in's `lead_in_samples` /
+    `lead_in_frames` included.
+    """
+
+    def __init__(self, cache_dir: str | Path, split: str, lead_in_frames: int = 0):
         cache_dir = Path(cache_dir)
         manifest = json.loads((cache_dir / "manifest.json").read_text())
         self.stats = manifest["stats"]
-        self.n_samples = manifest["example_samples"]
-        self.n_frames = manifest["example_frames"]
-        self.hop = self.n_samples // (self.n_frames - 1)
+        self.hop = manifest["example_samples"] // (manifest["example_frames"] - 1)
+        self.lead_in_frames, self.lead_in_samples = lead_in_frames, lead_in_frames * self.hop
+        self.n_samples = manifest["example_samples"] + self.lead_in_samples
+        self.n_frames = manifest["example_frames"] + lead_in_frames
         self.files, self.names, self.index = [], [], []
         for entry in manifest["files"]:
             if entry["status"] != "ok" or entry["split"] != split:
@@ -42,11 +52,20 @@ class ExampleSet:
         return len(self.index)
 
     def example(self, i: int) -> dict[str, np.ndarray]:
-        """{"audio": (N,), "f0_hz" / "confidence" / "loudness_db": (T,)} as numpy arrays."""
+        """{"audio": (n_samples,), "f0_hz" / "confidence" / "loudness_db": (n_frames,)} as numpy arrays, the
+        lead-in first. Lead-in frames before the file's start are silence: audio 0, loudness the file's quietest
+        frame (dB), confidence 0, f0 the file's first (Hz)."""
         file, start = self.index[i]
         arrays = self.files[file]
-        out = {k: arrays[k][start : start + self.n_frames] for k in FEATURE_NAMES}
-        out["audio"] = arrays["audio"][start * self.hop : start * self.hop + self.n_samples]
+        first = start - self.lead_in_frames
+        pad = max(-first, 0)
+        out = {k: arrays[k][first + pad : first + self.n_frames] for k in FEATURE_NAMES}
+        out["audio"] = arrays["audio"][(first + pad) * self.hop : first * self.hop + self.n_samples]
+        if pad:
+            silence = {"audio": 0.0, "f0_hz": arrays["f0_hz"][0], "confidence": 0.0,
+                       "loudness_db": arrays["loudness_db"].min()}
+            out = {k: np.concatenate([np.full(pad * (self.hop if k == "audio" else 1), silence[k], v.dtype), v])
+                   for k, v in out.items()}
         return out
 
     def stack(self, indices) -> dict[str, mx.array]:

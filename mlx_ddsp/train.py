@@ -16,6 +16,7 @@ validation clips (eval/report.html and eval/metrics.json in the run dir; train.e
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import time
@@ -62,8 +63,10 @@ def learning_rate_schedule(cfg: Config):
     return optim.join_schedules([warmup, decay], [t.warmup_steps])
 
 
-def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config, world: World = distributed.ALONE):
-    """step(audio, f0_hz, loudness_db) -> (loss, grad_norm, ok) that updates model and optimizer.
+def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config, world: World = distributed.ALONE,
+                    lead_in_samples: int = 0):
+    """step(audio, f0_hz, loudness_db) -> (loss, grad_norm, ok) that updates model and optimizer; the loss leaves
+    out the first `lead_in_samples` (the examples' lead-in, `mlx_ddsp.data`).
 
     Compiled functions: the loss and gradients, their clipping, then the optimizer update, run only when the loss
     and the gradient norm are finite (ok); otherwise neither changes and the random state moves on. Checking one
@@ -91,7 +94,7 @@ def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config, world:
     def step(audio, f0_hz, loudness_db):
         max_harmonics = model.max_harmonics(f0_hz)
         if max_harmonics not in gradients:
-            gradients[max_harmonics] = _compiled_gradients(model, cfg, max_harmonics, noise_rows)
+            gradients[max_harmonics] = _compiled_gradients(model, cfg, max_harmonics, noise_rows, lead_in_samples)
         loss, grads = gradients[max_harmonics](audio, f0_hz, loudness_db)
         loss, grads = distributed.sum_gradients(loss, grads, (stop - first) / batch_size, world)
         grads, grad_norm = clip(grads)
@@ -103,11 +106,13 @@ def make_train_step(model: DDSP, optimizer: optim.Optimizer, cfg: Config, world:
     return step
 
 
-def _compiled_gradients(model: DDSP, cfg: Config, max_harmonics: int | None, noise_rows: tuple[int, int] | None):
+def _compiled_gradients(model: DDSP, cfg: Config, max_harmonics: int | None, noise_rows: tuple[int, int] | None,
+                        lead_in_samples: int):
     def loss_fn(audio, f0_hz, loudness_db):
         out = model(f0_hz, loudness_db, audio.shape[1], max_harmonics=max_harmonics, audio=audio,
                     noise_rows=noise_rows)
-        return recipe_loss(cfg.loss, cfg.data.sample_rate, audio, out["audio"])
+        return recipe_loss(cfg.loss, cfg.data.sample_rate, audio[:, lead_in_samples:],
+                           out["audio"][:, lead_in_samples:])
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     state = [model.state, mx.random.state]  # the parameters must be outputs too, or tracing leaves placeholders
@@ -147,24 +152,28 @@ def validation_indices(n_examples: int, max_examples: int) -> list[int]:
 
 
 def validation_loss(model: DDSP, dataset: ExampleSet, indices: list[int], cfg: Config) -> float:
-    """Mean spectral loss over the examples `indices`, in batches of train.batch_size, with fixed noise."""
+    """Mean spectral loss over the examples `indices` (their lead-in left out), in batches of train.batch_size,
+    with fixed noise."""
     total = 0.0
     key = mx.random.key(RENDER_NOISE_SEED)
     for start in range(0, len(indices), cfg.train.batch_size):
         batch = dataset.stack(indices[start : start + cfg.train.batch_size])
         audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=key, audio=batch["audio"])["audio"]
-        total += recipe_loss(cfg.loss, cfg.data.sample_rate, batch["audio"], audio).item() * len(batch["audio"])
+        lead = dataset.lead_in_samples
+        total += recipe_loss(cfg.loss, cfg.data.sample_rate, batch["audio"][:, lead:], audio[:, lead:]).item() * len(
+            batch["audio"])
     return total / len(indices)
 
 
 def render(model: DDSP, dataset: ExampleSet, indices: list[int], out_dir: Path, sample_rate: int) -> dict:
-    """Write <clip>_target.wav and <clip>_recon.wav for the validation examples `indices`; returns them as
-    {"<clip>/target": (n_samples,), "<clip>/recon": (n_samples,)}."""
+    """Write <clip>_target.wav and <clip>_recon.wav for the validation examples `indices` (their lead-in left out);
+    returns them as {"<clip>/target": (n_samples,), "<clip>/recon": (n_samples,)}."""
     batch = dataset.stack(indices)
     audio = model(batch["f0_hz"], batch["loudness_db"], dataset.n_samples, key=mx.random.key(RENDER_NOISE_SEED),
                   audio=batch["audio"])["audio"]
     clips = {}
-    for i, target, recon in zip(indices, np.array(batch["audio"]), np.array(audio)):
+    lead = dataset.lead_in_samples
+    for i, target, recon in zip(indices, np.array(batch["audio"][:, lead:]), np.array(audio[:, lead:])):
         file, start = dataset.index[i]
         name = f"{Path(dataset.names[file]).stem}_{start * dataset.hop / sample_rate:06.1f}s"
         save_audio(out_dir / f"{name}_target.wav", target, sample_rate)
@@ -291,7 +300,7 @@ def train(cfg: Config, console: Console | None = None) -> dict:
         save_config(cfg, run_dir / "config.yaml")
         tensorboard = TensorBoardLog(run_dir / "logs" / "tensorboard", state["step"]) if t.tensorboard else None
         log = MetricsLog(run_dir / "logs" / "metrics.jsonl", state["step"], tensorboard)
-    step_fn = make_train_step(model, optimizer, cfg, world)
+    step_fn = make_train_step(model, optimizer, cfg, world, train_set.lead_in_samples)
     batches = BatchStream(train_set, t.batch_size, cfg.seed)
     val_indices = validation_indices(len(val_set), t.val_max_examples)
     render_indices = val_indices[:: max(1, len(val_indices) // max(t.n_renders, 1))][: t.n_renders]
@@ -385,6 +394,14 @@ def train(cfg: Config, console: Console | None = None) -> dict:
     return summary
 
 
+def lead_in_frames_for(cfg: Config) -> int:
+    """data.lead_in_seconds in feature frames, rounded up to whole decoder frames."""
+    if cfg.data.lead_in_seconds < 0:
+        raise TrainingError(f"data.lead_in_seconds must be 0 or more; got {cfg.data.lead_in_seconds}")
+    stride = cfg.features.frame_rate // cfg.model.frame_rate
+    return stride * math.ceil(round(cfg.data.lead_in_seconds * cfg.features.frame_rate, 6) / stride)
+
+
 def _datasets(cfg: Config, world: World, console: Console) -> tuple[ExampleSet, ExampleSet]:
     """The training and validation examples. Rank 0 builds or refreshes the cache; the other ranks wait for it,
     then read their machine's cache, which must hold the same examples as rank 0's."""
@@ -399,7 +416,9 @@ def _datasets(cfg: Config, world: World, console: Console) -> tuple[ExampleSet, 
         raise TrainingError(f"rank {world.rank}: the feature cache at {cache_dir.resolve()} holds other examples "
                             "than rank 0's; give every machine the same data.dir contents and run "
                             "`python -m mlx_ddsp.preprocess RECIPE` on each")
-    train_set, val_set = ExampleSet(cache_dir, "train"), ExampleSet(cache_dir, "validation")
+    lead_in_frames = lead_in_frames_for(cfg)
+    train_set = ExampleSet(cache_dir, "train", lead_in_frames)
+    val_set = ExampleSet(cache_dir, "validation", lead_in_frames)
     if len(train_set) == 0:
         raise TrainingError(f"no training examples in {cfg.data.dir}: every usable file went to validation")
     return train_set, val_set

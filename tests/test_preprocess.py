@@ -228,3 +228,28 @@ def test_a_link_never_wins_over_the_real_file(tmp_path):
     found = dict((p.relative_to(d).as_posix(), reason) for p, reason in pp.scan(d))
     assert found == {"link_to_good.flac": "same file as nested/deeper/good_mono.flac (link)",
                      "nested/deeper/good_mono.flac": None}
+
+
+def test_lead_in_comes_from_before_the_example_and_is_silence_before_the_file(tmp_path):
+    t = np.arange(int(3.0 * SR)) / SR
+    sf.write(tmp_path / "glide.wav", 0.5 * np.sin(2 * np.pi * (200 * t + 50 * t**2)) * (0.2 + t / 3), SR)
+    pp.preprocess(config(tmp_path, "data.val_fraction=0"))
+    cache = tmp_path / ".mlx_ddsp_cache" / "16000hz_250fps"
+    plain, lead = ExampleSet(cache, "train"), ExampleSet(cache, "train", lead_in_frames=100)
+    assert lead.n_frames == plain.n_frames + 100 and lead.n_samples == plain.n_samples + 100 * plain.hop
+    file = plain.files[0]
+    starts = [start for _, start in plain.index]
+    assert 0 in starts and max(starts) >= 100  # one example at the file's start, one with a whole lead-in
+    for i, start in enumerate(starts):
+        a, b = plain.example(i), lead.example(i)
+        for k in ("audio", "f0_hz", "confidence", "loudness_db"):
+            np.testing.assert_array_equal(b[k][-len(a[k]):], a[k], err_msg=k)  # the example itself, unchanged
+        if start >= 100:
+            np.testing.assert_array_equal(b["f0_hz"][:100], file["f0_hz"][start - 100 : start])
+            np.testing.assert_array_equal(b["audio"][: 100 * plain.hop], file["audio"][(start - 100) * plain.hop : start * plain.hop])
+        else:
+            pad = 100 - start
+            assert not b["audio"][: pad * plain.hop].any() and not b["confidence"][:pad].any()
+            assert (b["f0_hz"][:pad] == file["f0_hz"][0]).all()
+            assert (b["loudness_db"][:pad] == file["loudness_db"].min()).all()
+            np.testing.assert_array_equal(b["audio"][pad * plain.hop : 100 * plain.hop], file["audio"][: start * plain.hop])

@@ -153,3 +153,27 @@ def test_non_finite_step_changes_nothing(tmp_path):
     mx.eval(model.state, optimizer.state)
     assert ok.item() and optimizer.state["step"].item() == 1
     assert any(not np.array_equal(np.array(v), before[k]) for k, v in tree_flatten(model.parameters()))
+
+
+def test_lead_in_is_played_but_not_scored():
+    """With a lead-in, the loss ignores the target's first lead_in_samples, while the model's sound there still
+    counts through its room's tail (a room of 0.3 s carries the lead-in's notes into the scored part)."""
+    cfg = load_config(SMOKE, ["train.warmup_steps=0", "synth.reverb=true", "synth.reverb_model=parametric",
+                              "synth.reverb_seconds=0.3", "synth.room_level_db=0"])
+    n_samples, n_frames, lead = 16000, 251, 4000
+    audio = mx.random.uniform(-0.5, 0.5, (4, n_samples), key=mx.random.key(1))
+    f0, loudness = mx.full((4, n_frames), 300.0), mx.full((4, n_frames), -30.0)
+
+    def first_loss(target, loudness_db, lead_in_samples):
+        mx.random.seed(0)
+        model = build_model(cfg)
+        optimizer = optim.Adam(learning_rate=1e-3)
+        optimizer.init(model.trainable_parameters())
+        return make_train_step(model, optimizer, cfg, lead_in_samples=lead_in_samples)(target, f0, loudness_db)[0].item()
+
+    scored = first_loss(audio, loudness, lead)
+    garbage = audio.at[:, :lead].add(mx.random.normal((4, lead), key=mx.random.key(2)))
+    assert first_loss(garbage, loudness, lead) == pytest.approx(scored, rel=1e-6)
+    assert abs(first_loss(garbage, loudness, 0) - first_loss(audio, loudness, 0)) > 1e-3 * scored
+    silent_lead = loudness.at[:, : lead // 64].add(-60.0)  # the lead-in's sound reaches the scored part
+    assert abs(first_loss(audio, silent_lead, lead) - scored) > 1e-4 * scored
