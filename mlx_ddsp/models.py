@@ -413,17 +413,23 @@ class DDSP(nn.Module):
         out.update(self.apply_reverb(out["audio"]))
         return out
 
+    def room_impulse_response(self) -> mx.array | None:
+        """(n_taps,) the learned room's impulse response at the model's rate, first tap 0 (every tap learned, or
+        the parametric room's, `mlx_ddsp.rooms`); None without synth.reverb."""
+        if not self.use_reverb:
+            return None
+        return self.room.impulse_response() if "room" in self else self.reverb_ir
+
     def apply_reverb(self, dry: mx.array) -> dict:
-        """{"audio": wet} or, with synth.reverb, {"dry": dry, "audio": dry + dry convolved with the learned IR}
-        (every tap learned, or the parametric room's, `mlx_ddsp.rooms`).
+        """{"audio": wet} or, with synth.reverb, {"dry": dry, "audio": dry + dry convolved with the learned IR}.
 
         Only the IR's first n_samples taps can reach the output, so only they are used: the later taps then get an
         exact zero gradient. (Through the FFT they would get rounding noise, which Adam normalises into full-size
         steps: a random walk that fills an untrainable tail with noise and ruins long renders.)
         """
-        if not self.use_reverb:
+        ir = self.room_impulse_response()
+        if ir is None:
             return {"audio": dry}
-        ir = self.room.impulse_response() if "room" in self else self.reverb_ir
         return {"dry": dry, "audio": reverb(dry, ir[: dry.shape[-1]])}
 
     def max_harmonics(self, f0_hz: mx.array, buckets: int = 4) -> int | None:

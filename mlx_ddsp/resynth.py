@@ -2,10 +2,11 @@
 
 usage: python -m mlx_ddsp.resynth RUN_DIR INPUT OUTPUT [--pitch-shift SEMITONES] [--loudness-shift DB]
                                   [--auto-adjust] [--voiced-threshold C] [--z-from FILE]
-                                  [--checkpoint best|last|PATH]
+                                  [--room keep|dry|RUN_DIR] [--checkpoint best|last|PATH]
 
   python -m mlx_ddsp.resynth runs/flute_cpu voice.wav voice_as_flute.wav --auto-adjust
   python -m mlx_ddsp.resynth runs/flute_cpu cello.flac cello_as_flute.wav --pitch-shift 12 --loudness-shift -6
+  python -m mlx_ddsp.resynth runs/cello_hall take.wav take_dry.wav --room dry
 
 The input (any length, any format the preprocessing reads) is resampled to the model's rate, its f0, voicing
 confidence and loudness are extracted, adjusted, and rendered through the model; the output has the input's
@@ -14,6 +15,11 @@ loudness of the voiced frames onto the training loudness distribution by quantil
 --loudness-shift then apply on top. Frames whose voicing confidence is below --voiced-threshold (0.5) are rendered
 40 dB quieter, so silence and breaths stay quiet. A model with an encoder takes z from INPUT, or with --z-from
 from another recording (its mean z over audible frames).
+
+--room: a model trained with a room (synth.reverb=true) plays through it by default (`keep`): it then sounds like
+its training recordings, room included, and the room is part of what it learned. `dry` leaves the room out: the
+instrument alone, for a mix that adds its own reverb (as a DAW plugin would). A run dir puts that run's learned
+room on instead (resampled to this model's rate when they differ), e.g. a dry-trained model into a hall.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from mlx_ddsp.metrics import AUDIBLE_DB, VOICED  # VOICED: confidence below whic
 from mlx_ddsp.features import LOUDNESS_FLOOR_DB, frame_loudness
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, render_long
 from mlx_ddsp.preprocess import analyse
+from mlx_ddsp.rooms import resample_impulse_response
+from mlx_ddsp.synth import reverb
 
 UNVOICED_ATTENUATION_DB = 40.0
 
@@ -89,17 +97,19 @@ def reference_z(model: DDSP, audio: np.ndarray, cfg) -> mx.array:
 
 def resynthesize(run_dir: str | Path, input_path: str | Path, output_path: str | Path, pitch_shift: float = 0.0,
                  loudness_shift: float = 0.0, auto_adjust: bool = False, which: str = "best",
-                 voiced_threshold: float = VOICED, z_from: str | Path | None = None,
+                 voiced_threshold: float = VOICED, z_from: str | Path | None = None, room: str = "keep",
                  console: Console | None = None) -> dict:
     """Render INPUT's performance through the trained model into OUTPUT. Returns the adjustment notes.
 
     With an encoder, z comes from INPUT itself, or from the recording `z_from` (its mean z, held constant).
+    room: "keep" (the model's own room, if it learned one), "dry" (none), or a run dir whose learned room is used.
     """
     console = console or Console(stderr=True)
     read_input(input_path, 8000)  # fail on a missing or unreadable input before loading the model
     model, cfg, state = checkpoint.load_trained(run_dir, which)
     if z_from is not None and not model.use_encoder:
         raise ResynthError("--z-from needs a model trained with model.encoder=true; this one has no encoder")
+    other_room = None if room in ("keep", "dry") else room_of(room, cfg.data.sample_rate)
     audio = read_input(input_path, cfg.data.sample_rate)
     features = analyse(audio, cfg)
     f0_hz, loudness_db, notes = adjust(features, state.get("stats", {}), pitch_shift, loudness_shift, auto_adjust,
@@ -107,12 +117,27 @@ def resynthesize(run_dir: str | Path, input_path: str | Path, output_path: str |
     z = reference_z(model, read_input(z_from, cfg.data.sample_rate), cfg) if z_from is not None else None
     out = render_long(model, mx.array(f0_hz[None]), mx.array(loudness_db[None]), len(audio),
                       key=mx.random.key(RENDER_NOISE_SEED), audio=mx.array(audio[None]), z=z)
-    save_audio(output_path, out["audio"][0], cfg.data.sample_rate)
-    notes["seconds"] = len(audio) / cfg.data.sample_rate
+    played = out.get("dry", out["audio"]) if room != "keep" else out["audio"]
+    if other_room is not None:
+        played = np.array(reverb(mx.array(played), mx.array(other_room[: played.shape[-1]])))
+    save_audio(output_path, played[0], cfg.data.sample_rate)
+    notes["seconds"], notes["room"] = len(audio) / cfg.data.sample_rate, room
     console.print(f"wrote {output_path}: {notes['seconds']:.1f} s, {notes['voiced_fraction']:.0%} voiced frames, "
                   f"octave shift {notes['octaves']:+d}, pitch shift {pitch_shift:+g} st, loudness shift "
                   f"{loudness_shift:+g} dB{' (auto-adjusted)' if auto_adjust else ''}")
     return notes
+
+
+def room_of(run_dir: str | Path, sample_rate: int) -> np.ndarray:
+    """(n_taps,) the learned room of another run at `sample_rate` Hz."""
+    try:
+        model, cfg, _ = checkpoint.load_trained(run_dir)
+    except checkpoint.CheckpointError as e:
+        raise ResynthError(f"--room '{run_dir}' is neither keep, dry nor a run dir with a checkpoint ({e})") from e
+    ir = model.room_impulse_response()
+    if ir is None:
+        raise ResynthError(f"--room '{run_dir}': that model learned no room (it was trained with synth.reverb=false)")
+    return resample_impulse_response(np.array(ir), cfg.data.sample_rate, sample_rate)
 
 
 def add_adjust_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auto-adjust", action="store_true",
                         help="match octave and loudness distribution to the training data")
     parser.add_argument("--z-from", help="models with an encoder: take z from this recording instead of INPUT")
+    parser.add_argument("--room", default="keep",
+                        help="keep (default: the model's own learned room, if any), dry (no room), or a run dir "
+                             "whose learned room to play through")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint folder")
     return parser
 
@@ -144,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run(lambda console: resynthesize(args.run_dir, args.input, args.output, args.pitch_shift,
                                             args.loudness_shift, args.auto_adjust, args.checkpoint,
-                                            args.voiced_threshold, args.z_from, console))
+                                            args.voiced_threshold, args.z_from, args.room, console))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+import soxr
 
 DECAY_DB = 60.0  # RT60: the time the energy takes to fall by 60 dB
 LOWEST_CENTRE_HZ = 62.5
@@ -89,6 +90,19 @@ class ParametricRoom(nn.Module):
         # Neighbouring bands overlap in frequency (their masks cross), so their energies do not simply add: scale
         # the sum to the mean of the levels.
         return ir * mx.sqrt(mx.mean(level) / (mx.sum(mx.square(ir)) + 1e-20))
+
+
+def resample_impulse_response(impulse_response: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """(n,) an impulse response at from_rate Hz as the same room at to_rate Hz: (about n * to_rate / from_rate,)
+    float32, first tap 0. The taps are scaled by from_rate / to_rate so that the room's frequency response (the
+    sum of taps times e^(-i 2 pi f k / rate)) stays the same below both Nyquists: a tap stands for 1 / rate seconds
+    of the room's response, and the dry path it is added to does not depend on the rate."""
+    ir = np.asarray(impulse_response, np.float64)
+    if from_rate != to_rate:
+        ir = soxr.resample(ir, from_rate, to_rate, quality="VHQ") * (from_rate / to_rate)
+    ir = ir.astype(np.float32)
+    ir[0] = 0.0
+    return ir
 
 
 class _Constant:

@@ -245,10 +245,8 @@ class Streamer:
         self.n_harmonics = audible_harmonics(self.f0_min_hz * 2.0 ** (pitch_shift / 12.0), self.model_rate,
                                              model.n_harmonics) if model.n_harmonics else 0
         self.noise = noise_table()
-        self.reverb = None
-        if model.use_reverb:
-            ir = model.room.impulse_response() if "room" in model else model.reverb_ir
-            self.reverb = PartitionedReverb(np.array(ir), self.hop)
+        ir = model.room_impulse_response()
+        self.reverb = None if ir is None else PartitionedReverb(np.array(ir), self.hop)
         if decoder == "auto":
             decoder = "numpy" if mx.default_device() == mx.cpu else "mlx"
         if decoder not in ("numpy", "mlx"):

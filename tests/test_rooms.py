@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_ddsp.rooms import ParametricRoom, band_masks, band_noise, rt60_from_ir
+from mlx_ddsp.rooms import ParametricRoom, band_masks, band_noise, resample_impulse_response, rt60_from_ir
 
 SR = 16000
 
@@ -73,9 +73,55 @@ def test_a_model_with_a_parametric_room_trains_and_keeps_a_separable_dry_output(
     out = render_long(model, mx.full((1, 251), 440.0), mx.full((1, 251), -25.0), SR, key=mx.random.key(0))
     assert out["dry"].shape == out["audio"].shape == (1, SR)
     assert np.abs(out["audio"] - out["dry"]).max() > 0  # the room adds its tail to the dry output
+    # resynth: the room kept (default), left out, or another run's put on.
+    import soundfile as sf
+
+    from mlx_ddsp import resynth
+    from mlx_ddsp.models import build_model
+
+    t = np.arange(SR) / SR
+    sf.write(tmp_path / "in.wav", 0.3 * np.sin(2 * np.pi * 440 * t) * (t < 0.5), SR)
+    for room in ("keep", "dry", str(tmp_path)):
+        resynth.resynthesize(tmp_path, tmp_path / "in.wav", tmp_path / f"{Path(room).name}.wav", which="last",
+                             room=room)
+    keep, dry, other = (sf.read(tmp_path / f"{n}.wav")[0] for n in ("keep", "dry", tmp_path.name))
+    ir = np.array(model.room_impulse_response())
+    np.testing.assert_allclose(keep, dry + np.convolve(dry, ir)[: len(dry)], atol=2e-4)  # 16-bit files
+    np.testing.assert_allclose(other, keep, atol=2e-4)  # its own room, from its run dir
+    assert np.abs(keep - dry).max() > 20 * 2.0**-15  # well above the 16-bit files' rounding
+    dry_run = tmp_path / "dry_run"
+    cfg_dry = load_config(root / "recipes" / "smoke.yaml", [f"run_dir={dry_run}"])
+    optimizer = __import__("mlx.optimizers", fromlist=["Adam"]).Adam(learning_rate=1e-3)
+    dry_model = build_model(cfg_dry)
+    optimizer.init(dry_model.trainable_parameters())
+    checkpoint.save(dry_run, dry_model, optimizer, cfg_dry, {"step": 1})
+    with pytest.raises(resynth.ResynthError, match="learned no room"):
+        resynth.resynthesize(tmp_path, tmp_path / "in.wav", tmp_path / "x.wav", which="last", room=str(dry_run))
+    with pytest.raises(resynth.ResynthError, match="neither keep, dry nor a run dir"):
+        resynth.resynthesize(tmp_path, tmp_path / "in.wav", tmp_path / "x.wav", which="last", room="hall")
     from mlx_ddsp.models import build_model
 
     cfg = load_config(None, ["synth.reverb=true"])  # load_config refuses reverb_model=hall (test_config); a
     cfg.synth.reverb_model = "hall"  # Config built in code reaches the model, which refuses it too
     with pytest.raises(ValueError, match="synth.reverb_model must be"):
         build_model(cfg)
+
+
+def test_a_room_resampled_to_another_rate_keeps_its_frequency_response():
+    """|H(f)| = |sum_k h[k] e^(-i 2 pi f k / rate)| of a 48 kHz room and of its 16 kHz copy agree below 7 kHz."""
+    rate = 48000
+    t = np.arange(int(0.4 * rate)) / rate
+    rng = np.random.default_rng(0)
+    ir = np.exp(-t / 0.05) * (np.sin(2 * np.pi * 700 * t) + 0.3 * np.sin(2 * np.pi * 2500 * t + 1.0))
+    ir += 0.02 * np.exp(-t / 0.1) * np.convolve(rng.standard_normal(len(t)), np.hanning(31) / 15, "same")
+    ir[0] = 0.0
+    low = resample_impulse_response(ir, rate, 16000)
+    assert low.dtype == np.float32 and low[0] == 0.0 and abs(len(low) - len(ir) / 3) <= 1
+
+    def response(h, r, f):
+        return np.abs(np.sum(h * np.exp(-2j * np.pi * f * np.arange(len(h)) / r)))
+
+    peak = response(ir, rate, 700.0)
+    for f in (100.0, 700.0, 1500.0, 2500.0, 5000.0, 7000.0):  # the resonances within 0.1 %, the rest within 0.1 % of the peak
+        assert response(low, 16000, f) == pytest.approx(response(ir, rate, f), abs=1e-3 * peak), f
+    np.testing.assert_array_equal(resample_impulse_response(ir, rate, rate), ir.astype(np.float32))
