@@ -1,10 +1,12 @@
 """Evaluate a trained run on held-out recordings: A/B renders, metrics against a no-learning baseline, a report.
 
-usage: python -m mlx_ddsp.eval RUN_DIR [--data DIR] [--truth DIR] [--checkpoint best|last|PATH] [--out DIR]
+usage: python -m mlx_ddsp.eval RUN_DIR [--data DIR] [--truth DIR] [--dry DIR] [--checkpoint best|last|PATH]
+                               [--out DIR]
 
   python -m mlx_ddsp.eval runs/flute_cpu
   python -m mlx_ddsp.eval runs/flute_cpu --data my_recordings/ --checkpoint last --out /tmp/eval
   python -m mlx_ddsp.eval runs/flute_cpu --truth data/flute_truth
+  python -m mlx_ddsp.eval runs/flute_hall --dry data/flute
 
 Clips are the run's validation files (from its cache), or every recording in --data (any length, any format the
 preprocessing reads), rendered whole. For each clip, OUT/<clip>/ gets target.wav, recon.wav, harmonic.wav,
@@ -23,6 +25,9 @@ copies (a wrong-note dive) shows up:
   f0_truth_l1_cents mean |f0(output) - truth| in cents over the truly voiced frames
   (for the target itself too: how well the tracker that fed the model did)
 OUT/<clip>/tracks.npz keeps the f0 / confidence / loudness tracks; figure.png draws them under the spectrograms.
+With --dry DIR (CLIP.wav, .flac, ...: the same clips without their room, as scripts/render_rooms.py keeps them),
+the model's dry output is scored against them (dry_spectral_loss): a model that learned the room leaves it out of
+its dry output, a model without one has baked the room into its sound.
 The baseline resynthesises the clip's own features with no learning: its f0, harmonics rolling off as 1/k, the
 amplitude of a 1 kHz sine of the clip's loudness, no noise.
 """
@@ -30,6 +35,7 @@ amplitude of a 1 kHz sine of the clip's loudness, no noise.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 from pathlib import Path
 
@@ -40,12 +46,12 @@ from rich.table import Table
 
 from mlx_ddsp import checkpoint
 from mlx_ddsp.atomic import atomic_path
-from mlx_ddsp.audio import AudioError, load_audio, save_audio
+from mlx_ddsp.audio import AUDIO_EXTENSIONS, AudioError, load_audio, save_audio
 from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import Config
 from mlx_ddsp.features import frame_hop
-from mlx_ddsp.metrics import (REPORTED, branch_harmonic_share, clip_metrics, comb_harmonic_share, track,
-                              truth_metrics)
+from mlx_ddsp.metrics import (REPORTED, branch_harmonic_share, clip_metrics, comb_harmonic_share, dry_metrics,
+                              track, truth_metrics)
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, render_long
 from mlx_ddsp.preprocess import analyse, cache_dir_for, load_manifest, scan
 from mlx_ddsp.report import write_report
@@ -73,6 +79,13 @@ def load_truth(truth_dir: Path, name: str, n_frames: int, frame_rate: float) -> 
     inside = index < len(f0_hz)
     index = np.minimum(index, len(f0_hz) - 1)
     return {"f0_hz": f0_hz[index].astype(np.float32), "voiced": voiced[index] & inside}
+
+
+def load_dry(dry_dir: str | Path, name: str, sample_rate: int) -> np.ndarray | None:
+    """(N,) DIR/NAME.<any audio extension> at sample_rate, or None if there is none."""
+    found = [path for path in sorted(Path(dry_dir).glob(f"{glob.escape(name)}.*"))
+             if path.suffix.lower() in AUDIO_EXTENSIONS]
+    return load_audio(found[0], sample_rate) if found else None
 
 
 def baseline(features: dict, n_samples: int, cfg: Config) -> np.ndarray:
@@ -123,14 +136,16 @@ def collect_clips(cfg: Config, data: str | None, console: Console) -> list[tuple
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", out: str | Path | None = None,
-             console: Console | None = None, truth_dir: str | Path | None = None) -> dict:
+             console: Console | None = None, truth_dir: str | Path | None = None,
+             dry_dir: str | Path | None = None) -> dict:
     """Render and score every clip; write the clip folders, metrics.json and report.html. Returns the metrics."""
     console = console or Console(stderr=True)
     model, cfg, state = checkpoint.load_trained(run_dir, which)
     out = Path(out) if out else Path(run_dir) / "eval"
     clips = collect_clips(cfg, data, console)
-    if truth_dir is not None and not Path(truth_dir).is_dir():
-        raise EvalError(f"--truth {truth_dir} is not a folder")
+    for flag, folder in (("--truth", truth_dir), ("--dry", dry_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise EvalError(f"{flag} {folder} is not a folder")
     records, used = [], set()
     sample_rate = cfg.data.sample_rate
     hop = frame_hop(sample_rate, cfg.features.frame_rate)
@@ -155,6 +170,12 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
         record["model"]["branch_harmonic_share"] = branch_harmonic_share(renders["harmonic"], renders["noise"])
         if truth is not None:
             record["target"].update(truth_metrics(features["f0_hz"], truth))
+        dry = None if dry_dir is None else load_dry(dry_dir, name, sample_rate)
+        if dry is not None:
+            record["model"].update(dry_metrics(dry, renders.get("dry", renders["audio"]), cfg))
+            record["baseline"].update(dry_metrics(dry, renders["baseline"], cfg))
+        elif dry_dir is not None:
+            console.print(f"  [yellow]no dry recording[/yellow] of {name} in {dry_dir}")
         records.append(record)
         tracks = {f"target_{k}": features[k] for k in ("f0_hz", "confidence", "loudness_db")}
         tracks.update({f"recon_{k}": v for k, v in recon.items()})
@@ -224,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="a folder (or file) of recordings to evaluate instead of the validation split")
     parser.add_argument("--truth", help="a folder of true f0 tracks to score against (CLIP.npz: f0_hz, voiced, "
                                         "frame_rate)")
+    parser.add_argument("--dry", help="a folder of the clips' dry recordings (same names, no room) to score the "
+                                      "model's dry output against")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint folder")
     parser.add_argument("--out", help="output folder (default RUN_DIR/eval)")
     return parser
@@ -231,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run(lambda console: evaluate(args.run_dir, args.data, args.checkpoint, args.out, console, args.truth))
+    return run(lambda console: evaluate(args.run_dir, args.data, args.checkpoint, args.out, console, args.truth,
+                                        args.dry))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ Clip metrics (see `clip_metrics`):
   comb_harmonic_share    share of the recon's energy near the harmonics of the target's f0 (`comb_harmonic_share`)
   band_spectral_loss     the spectral loss over 8-20 kHz only (rates above 16 kHz; `BAND_HZ`)
   band_energy_db         the recon's energy over 8-20 kHz relative to the target's, dB (0: all of it; -inf: none)
+  dry_spectral_loss      with the clip's dry recording (eval --dry, for a clip recorded in a room): the spectral
+                         loss of the model's dry output (its sound before its room; a model without a room: all of
+                         it) against that recording: whether the model separated the instrument from the room
 """
 
 from __future__ import annotations
@@ -32,11 +35,20 @@ BAND_HZ = (8000.0, 20000.0)  # the top octave(s) a 16 kHz model cannot reach (ca
 METRICS = ("spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio", "comb_harmonic_share",
            "band_spectral_loss", "band_energy_db")
 TRUTH_METRICS = ("f0_truth_rpa", "f0_truth_l1_cents")
-REPORTED = METRICS + ("branch_harmonic_share",) + TRUTH_METRICS  # every score eval writes, in the order it shows them
+DRY_METRICS = ("dry_spectral_loss",)
+REPORTED = METRICS + ("branch_harmonic_share",) + TRUTH_METRICS + DRY_METRICS  # every score eval writes, in the order it shows them
 # which way is better: "lower", "higher", or None (neither: the shares and the band energy are read against the
 # target's own share, or 0 dB)
 BETTER = {**{m: "lower" for m in REPORTED}, "f0_truth_rpa": "higher", "comb_harmonic_share": None,
           "branch_harmonic_share": None, "band_energy_db": None}
+
+
+def dry_metrics(dry_recording: np.ndarray, dry_output: np.ndarray, cfg: Config) -> dict:
+    """{"dry_spectral_loss"}: a dry output against the clip's dry recording (both (N,) at data.sample_rate; the
+    longer one is cut to the shorter)."""
+    n = min(len(dry_recording), len(dry_output))
+    loss = recipe_loss(cfg.loss, cfg.data.sample_rate, mx.array(dry_recording[None, :n]), mx.array(dry_output[None, :n]))
+    return {"dry_spectral_loss": loss.item()}
 
 
 def clip_metrics(target: np.ndarray, recon: np.ndarray, target_features: dict, cfg: Config,

@@ -204,3 +204,28 @@ def test_sixty_second_render_keeps_length_and_bounded_memory(run_dir):
     out = render_long(model, f0, loudness, n_samples)
     assert out["audio"].shape == (1, n_samples) and np.isfinite(out["audio"]).all()
     assert mx.get_peak_memory() < 600 * 2**20  # blocks keep the (B, N, K) oscillator tensors small
+
+
+def test_eval_with_dry_recordings_scores_the_dry_output(run_dir, tmp_path):
+    """A model without a room: its dry output is all of it, so against the clip itself as the 'dry recording' the
+    dry loss is its spectral loss; against the dry original of a reverberant clip it is another number; a clip
+    without a dry file gets none."""
+    data, dry = tmp_path / "data", tmp_path / "dry"
+    data.mkdir(), dry.mkdir()
+    tone = harmonic_tone(262.0, seconds=2.0)
+    room = np.exp(-np.arange(8000) / 1600.0) * np.random.default_rng(0).standard_normal(8000) * 0.05
+    room[0] = 1.0
+    sf.write(data / "same.wav", tone, SR)
+    sf.write(dry / "same.wav", tone, SR)
+    sf.write(data / "hall.wav", np.convolve(tone, room)[: len(tone)] * 0.5, SR)
+    sf.write(dry / "hall.flac", tone, SR)  # any audio extension
+    sf.write(data / "alone.wav", tone, SR)
+    result = evaluation.evaluate(run_dir, data=str(data), which="last", out=tmp_path / "out", dry_dir=dry)
+    clips = {c["name"]: c for c in result["clips"]}
+    for who in ("model", "baseline"):
+        assert clips["same"][who]["dry_spectral_loss"] == pytest.approx(clips["same"][who]["spectral_loss"], rel=1e-5)
+        assert abs(clips["hall"][who]["dry_spectral_loss"] - clips["hall"][who]["spectral_loss"]) > 0.01
+        assert "dry_spectral_loss" not in clips["alone"][who]
+    assert "dry_spectral_loss" in result["mean"]["model"]
+    with pytest.raises(evaluation.EvalError, match="--dry"):
+        evaluation.evaluate(run_dir, data=str(data), which="last", out=tmp_path / "out", dry_dir=tmp_path / "nope")
