@@ -27,7 +27,8 @@ copies (a wrong-note dive) shows up:
 OUT/<clip>/tracks.npz keeps the f0 / confidence / loudness tracks; figure.png draws them under the spectrograms.
 With --dry DIR (CLIP.wav, .flac, ...: the same clips without their room, as scripts/render_rooms.py keeps them),
 the model's dry output is scored against them (dry_spectral_loss): a model that learned the room leaves it out of
-its dry output, a model without one has baked the room into its sound.
+its dry output, a model without one has baked the room into its sound. For a model with a room, metrics.json's
+"room" gives its decay time (RT60, s) and level.
 The baseline resynthesises the clip's own features with no learning: its f0, harmonics rolling off as 1/k, the
 amplitude of a 1 kHz sine of the clip's loudness, no noise.
 """
@@ -55,6 +56,7 @@ from mlx_ddsp.metrics import (REPORTED, branch_harmonic_share, clip_metrics, com
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED, render_long
 from mlx_ddsp.preprocess import analyse, cache_dir_for, load_manifest, scan
 from mlx_ddsp.report import write_report
+from mlx_ddsp.rooms import rt60_from_ir
 from mlx_ddsp.synth import harmonic_synth
 
 
@@ -189,6 +191,11 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
     result = {"run_dir": str(run_dir), "checkpoint": state["path"], "step": state["step"],
               "mean": {who: _mean([r[who] for r in records]) for who in ("model", "baseline", "target")},
               "clips": records}
+    room = room_summary(model)
+    if room:
+        result["room"] = room
+        rt60 = "-" if room["rt60_s"] is None else f"{room['rt60_s']:.2f} s"
+        console.print(f"learned room: RT60 {rt60}, reverberation {room['wet_to_dry_db']:+.1f} dB over the dry sound")
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1))
@@ -196,6 +203,21 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
     print_table(result, console)
     console.print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
     return result
+
+
+def room_summary(model: DDSP) -> dict | None:
+    """{"rt60_s", "wet_to_dry_db"} of the model's learned room (its IR's Schroeder RT60, and the IR's energy:
+    the reverberation's level over a white dry sound's), or None without one."""
+    ir = model.room_impulse_response()
+    if ir is None:
+        return None
+    ir = np.array(ir, np.float64)
+    energy = float(np.sum(ir**2))
+    try:
+        rt60 = rt60_from_ir(ir, model.sample_rate)
+    except ValueError:  # a room that does not decay by 25 dB within its taps
+        rt60 = None
+    return {"rt60_s": rt60, "wet_to_dry_db": 10.0 * np.log10(max(energy, 1e-30))}
 
 
 def render_clip(model: DDSP, features: dict, n_samples: int) -> dict[str, np.ndarray]:

@@ -6,7 +6,9 @@
 For each RT60, one shoebox room (pyroomacoustics: absorption and reflection order from Sabine's formula for that
 RT60; size, source and microphone drawn from --seed) is simulated at the recordings' rate, and every file is
 convolved with its impulse response: OUT/rt60_<T>/<same name>.wav (so truth files such as data/flute_truth apply
-unchanged). The dry originals stay where they are. OUT/rooms.json records each room: the RT60 asked for, the RT60
+unchanged). OUT/rt60_<T>_direct/<same name>.wav holds the direct sound alone: the same file without its room, at
+the level and delay the direct path has in the reverberant file, which is what a model's dry output should be
+(`python -m mlx_ddsp.eval RUN --dry OUT/rt60_<T>_direct`). The dry originals stay where they are. OUT/rooms.json records each room: the RT60 asked for, the RT60
 measured from its impulse response (`mlx_ddsp.rooms.rt60_from_ir`), size and positions; OUT/rt60_<T>/room_ir.npy
 keeps the impulse response. One gain per room (its direct path at 1, then lowered if a file would clip).
 """
@@ -65,9 +67,15 @@ def main() -> None:
         dry = {path: load_audio(path, sample_rate) for path in files}
         wet = {path: fftconvolve(audio, ir)[: len(audio)] for path, audio in dry.items()}
         gain = min(1.0, 0.99 / max(np.max(np.abs(w)) for w in wet.values()))
+        direct_at = int(np.argmax(np.abs(ir)))  # the direct path: the IR's largest tap
+        direct_folder = out / f"{folder.name}_direct"
+        direct_folder.mkdir(parents=True, exist_ok=True)
         for path, audio in wet.items():
             save_audio(folder / f"{path.stem}.wav", (gain * audio).astype(np.float32), sample_rate)
-        rooms.append({"folder": folder.name, "rt60_asked_s": rt60,
+            direct = gain * ir[direct_at] * np.concatenate([np.zeros(direct_at), dry[path][: len(audio) - direct_at]])
+            save_audio(direct_folder / f"{path.stem}.wav", direct.astype(np.float32), sample_rate)
+        rooms.append({"folder": folder.name, "direct_folder": direct_folder.name, "direct_delay_samples": direct_at,
+                      "rt60_asked_s": rt60,
                       "rt60_measured_s": round(rt60_from_ir(ir, sample_rate), 3), "gain": round(gain, 4), **room})
         print(f"{folder}: {len(files)} files, RT60 asked {rt60:g} s, measured {rooms[-1]['rt60_measured_s']} s")
     (out / "rooms.json").write_text(json.dumps(rooms, indent=1))

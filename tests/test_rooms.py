@@ -125,3 +125,15 @@ def test_a_room_resampled_to_another_rate_keeps_its_frequency_response():
     for f in (100.0, 700.0, 1500.0, 2500.0, 5000.0, 7000.0):  # the resonances within 0.1 %, the rest within 0.1 % of the peak
         assert response(low, 16000, f) == pytest.approx(response(ir, rate, f), abs=1e-3 * peak), f
     np.testing.assert_array_equal(resample_impulse_response(ir, rate, rate), ir.astype(np.float32))
+
+
+def test_eval_reads_a_models_room_as_the_room_it_was_given():
+    from mlx_ddsp.config import load_config
+    from mlx_ddsp.eval import room_summary
+    from mlx_ddsp.models import build_model
+
+    cfg = load_config(None, ["synth.reverb=true", "synth.reverb_model=parametric", "synth.room_rt60_s=0.7",
+                             "synth.room_level_db=-12", "model.hidden_size=8", "model.gru_size=8"])
+    room = room_summary(build_model(cfg))
+    assert room["rt60_s"] == pytest.approx(0.7, rel=0.1) and room["wet_to_dry_db"] == pytest.approx(-12.0, abs=0.1)
+    assert room_summary(build_model(load_config(None, ["model.hidden_size=8", "model.gru_size=8"]))) is None
