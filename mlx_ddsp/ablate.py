@@ -1,9 +1,12 @@
 """Ablation: train each branch of the model with the same steps and seed, evaluate all on the same held-out clips.
 
-usage: python -m mlx_ddsp.ablate RECIPE [key=value ...] [--out DIR] [--set branches|speed] [--variants NAME ...]
+usage: python -m mlx_ddsp.ablate RECIPE [key=value ...] [--out DIR] [--set branches|speed|rooms]
+                                 [--variants NAME ...] [--dry DIR]
 
   python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.steps=400 --out runs/ablation
   python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.max_minutes=8 train.steps=100000 --set speed
+  python -m mlx_ddsp.ablate recipes/flute_cpu.yaml data.dir=corpus/rooms/flute/rt60_0.8 data.lead_in_seconds=1 \
+      "data.val_files=[flute_06.wav,flute_07.wav]" --set rooms --dry corpus/rooms/flute/rt60_0.8_direct
 
 Variants (each a set of overrides on top of the recipe and your key=value words):
   --set branches (default)
@@ -13,7 +16,9 @@ Variants (each a set of overrides on top of the recipe and your key=value words)
     harmonic+noise+reverb      synth.noise=true  synth.reverb=true  model.encoder=false
     harmonic+noise+reverb+z    synth.noise=true  synth.reverb=true  model.encoder=true
   --set speed: gru@250, gru@50, mingru@250, mingru@50 (model.recurrent @ model.frame_rate)
-Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split.
+  --set rooms: harmonic+noise with no room (reverb-off), every tap learned (free-ir) or the parametric room
+Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split
+(with --dry, also its dry output against the clips' dry recordings: dry_spectral_loss; see `mlx_ddsp.eval`).
 Ctrl-C stops the whole ablation after saving the current variant's checkpoint; the same command resumes.
 OUT/ablation.json holds one record per variant (name, overrides, steps, training minutes, step time, mean model
 metrics), OUT/ablation.md the table and OUT/ablation.png a chart of it. OUT defaults to runs/ablation.
@@ -50,6 +55,12 @@ VARIANT_SETS = {
         "mingru@250": ["model.recurrent=mingru", "model.frame_rate=250"],
         "mingru@50": ["model.recurrent=mingru", "model.frame_rate=50"],
     },
+    "rooms": {  # the room models on the same decoder
+        "reverb-off": ["synth.noise=true", "synth.reverb=false", "model.encoder=false"],
+        "free-ir": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=free", "model.encoder=false"],
+        "parametric": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
+                       "model.encoder=false"],
+    },
 }
 
 
@@ -58,7 +69,7 @@ class Interrupted(UserError):
 
 
 def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, list[str]],
-           console: Console) -> list[dict]:
+           console: Console, dry_dir: str | None = None) -> list[dict]:
     records = []
     for name, variant in variants.items():
         run_dir = out / name.replace("+", "_").replace("@", "_at_")
@@ -68,11 +79,12 @@ def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, lis
         summary = train(cfg, console)
         if summary["interrupted"]:
             raise Interrupted(f"stopped during {name}; run the same command to resume")
-        result = evaluate(run_dir, which="best", console=console)
+        result = evaluate(run_dir, which="best", console=console, dry_dir=dry_dir)
         state, _ = checkpoint.load(checkpoint.resolve(run_dir, "last"))
         records.append({"name": name, "overrides": variant, "run_dir": str(run_dir), "steps": summary["step"],
                         "train_minutes": round(state["elapsed_s"] / 60, 2), "best_step": result["step"],
-                        "metrics": result["mean"]["model"], "baseline": result["mean"]["baseline"]})
+                        "metrics": result["mean"]["model"], "baseline": result["mean"]["baseline"],
+                        **({"room": result["room"]} if "room" in result else {})})
         write(out, records)
     return records
 
@@ -111,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", help="key=value recipe overrides applied to every variant")
     parser.add_argument("--out", default="runs/ablation", help="folder for the runs and the table")
     parser.add_argument("--set", default="branches", choices=list(VARIANT_SETS),
-                        help="branches (default): the model's branches; speed: recurrent layer x decoder frame rate")
+                        help="branches (default): the model's branches; speed: recurrent layer x decoder frame "
+                             "rate; rooms: no room, a free impulse response, the parametric room")
     parser.add_argument("--variants", nargs="+", help="only these variants of the set")
+    parser.add_argument("--dry", help="a folder of the validation clips' dry recordings (see mlx_ddsp.eval --dry)")
     return parser
 
 
@@ -127,7 +141,7 @@ def _ablate_and_print(args, console: Console) -> None:
     if unknown:
         raise UserError(f"unknown variant(s) {unknown}; the {args.set} set has {list(variants)}")
     variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
-    records = ablate(args.recipe, args.overrides, Path(args.out), variants, console)
+    records = ablate(args.recipe, args.overrides, Path(args.out), variants, console, args.dry)
     table = Table(title="ablation: held-out metrics (best checkpoint of each variant)")
     names = metric_names(records)
     for column in ("variant", "steps", *names):

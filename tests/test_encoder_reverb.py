@@ -158,14 +158,18 @@ def test_ablate_writes_a_table(tmp_path, monkeypatch):
     smoke = str(ROOT / "recipes" / "smoke.yaml")
     assert ablate.main([smoke, f"data.dir={ROOT / 'data' / 'flute'}", f"data.cache_dir={tmp_path}/c",
                         "train.steps=6", "train.eval_every=3", "synth.reverb_seconds=0.2", "--out", str(out),
-                        "--variants", "harmonic", "harmonic+noise+reverb+z"]) == 0
+                        "--variants", "harmonic", "harmonic+noise+reverb+z", "--dry", str(ROOT / "data" / "flute")]) == 0
     import json
 
     records = json.loads((out / "ablation.json").read_text())
     assert [r["name"] for r in records] == ["harmonic", "harmonic+noise+reverb+z"]
     assert all(set(r["metrics"]) == {"spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio",
-                                     "comb_harmonic_share", "branch_harmonic_share"} for r in records)
+                                     "comb_harmonic_share", "branch_harmonic_share", "dry_spectral_loss"}
+               for r in records)
     assert records[0]["metrics"]["branch_harmonic_share"] == 1.0  # the harmonic-only variant has no noise
+    # No room: its dry output is its output, and the flute's dry recordings are the clips themselves.
+    assert records[0]["metrics"]["dry_spectral_loss"] == pytest.approx(records[0]["metrics"]["spectral_loss"], rel=1e-5)
+    assert "room" not in records[0] and records[1]["room"]["wet_to_dry_db"] < 0
     table = (out / "ablation.md").read_text()
     assert "harmonic+noise+reverb+z" in table and "baseline" in table
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
