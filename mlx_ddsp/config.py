@@ -43,8 +43,8 @@ class DataConfig:
     val_files: list[str] = field(default_factory=list)  # explicit validation files (relative paths); overrides val_fraction
     silence_db: float = -60.0  # frames quieter than this (in features.loudness, dB) count as silent
     max_silent_fraction: float = 0.8  # examples with more silent frames than this are dropped
-    lead_in_seconds: float = 0.0  # audio before each example that the model plays and the loss leaves out (a room's
-    # tail from earlier notes reaches into the example: about the room's RT60 with synth.reverb on reverberant data)
+    lead_in_seconds: float | None = None  # audio before each example that the model plays and the loss leaves out
+    # (a room's tail from earlier notes reaches into the example); None: 1 s with synth.reverb, else 0
 
 
 @dataclass

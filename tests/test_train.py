@@ -18,7 +18,7 @@ from mlx.utils import tree_flatten
 from mlx_ddsp import checkpoint
 from mlx_ddsp.config import load_config
 from mlx_ddsp.models import build_model
-from mlx_ddsp.train import learning_rate_schedule, main, make_train_step, train
+from mlx_ddsp.train import TrainingError, lead_in_frames_for, learning_rate_schedule, main, make_train_step, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "recipes" / "smoke.yaml"
@@ -177,3 +177,14 @@ def test_lead_in_is_played_but_not_scored():
     assert abs(first_loss(garbage, loudness, 0) - first_loss(audio, loudness, 0)) > 1e-3 * scored
     silent_lead = loudness.at[:, : lead // 64].add(-60.0)  # the lead-in's sound reaches the scored part
     assert abs(first_loss(audio, silent_lead, lead) - scored) > 1e-4 * scored
+
+
+def test_lead_in_defaults_to_a_second_with_a_room_and_rounds_to_decoder_frames():
+    def frames(*words):
+        return lead_in_frames_for(load_config(SMOKE, list(words)))
+
+    assert frames() == 0 and frames("synth.reverb=true") == 250  # 250 frames/s
+    assert frames("synth.reverb=true", "data.lead_in_seconds=0") == 0
+    assert frames("data.lead_in_seconds=0.33") == 85  # 82.5 frames, up to whole 50 frames/s decoder frames
+    with pytest.raises(TrainingError, match="data.lead_in_seconds"):
+        frames("data.lead_in_seconds=-1")
