@@ -5,7 +5,7 @@ usage: python -m mlx_ddsp.ablate RECIPE [key=value ...] [--out DIR] [--set branc
 
   python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.steps=400 --out runs/ablation
   python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.max_minutes=8 train.steps=100000 --set speed
-  python -m mlx_ddsp.ablate recipes/flute_cpu.yaml data.dir=corpus/rooms/flute/rt60_0.8 data.lead_in_seconds=1 \
+  python -m mlx_ddsp.ablate recipes/flute_cpu.yaml data.dir=corpus/rooms/flute/rt60_0.8 \
       "data.val_files=[flute_06.wav,flute_07.wav]" --set rooms --dry corpus/rooms/flute/rt60_0.8_direct
 
 Variants (each a set of overrides on top of the recipe and your key=value words):
@@ -19,6 +19,8 @@ Variants (each a set of overrides on top of the recipe and your key=value words)
   --set rooms: harmonic+noise with no room (reverb-off), every tap learned (free-ir) or the parametric room
 Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split
 (with --dry, also its dry output against the clips' dry recordings: dry_spectral_loss; see `mlx_ddsp.eval`).
+All variants train on the same examples: unless data.lead_in_seconds is set, a set with a room variant gives every
+variant the room's lead-in (`mlx_ddsp.data`).
 Ctrl-C stops the whole ablation after saving the current variant's checkpoint; the same command resumes.
 OUT/ablation.json holds one record per variant (name, overrides, steps, training minutes, step time, mean model
 metrics), OUT/ablation.md the table and OUT/ablation.png a chart of it. OUT defaults to runs/ablation.
@@ -39,7 +41,7 @@ from mlx_ddsp.cli import UserError, entry_point, run
 from mlx_ddsp.config import load_config
 from mlx_ddsp.eval import evaluate
 from mlx_ddsp.metrics import BETTER, REPORTED
-from mlx_ddsp.train import train
+from mlx_ddsp.train import REVERB_LEAD_IN_S, lead_in_frames_for, train
 
 VARIANT_SETS = {
     "branches": {  # the paper's model, one branch at a time
@@ -71,9 +73,10 @@ class Interrupted(UserError):
 def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, list[str]],
            console: Console, dry_dir: str | None = None) -> list[dict]:
     records = []
+    shared = shared_lead_in(recipe, overrides, variants)
     for name, variant in variants.items():
         run_dir = out / name.replace("+", "_").replace("@", "_at_")
-        words = [*overrides, *variant, f"run_dir={run_dir}", "train.eval_at_end=false"]
+        words = [*shared, *overrides, *variant, f"run_dir={run_dir}", "train.eval_at_end=false"]
         cfg = load_config(recipe, words)
         console.rule(f"[bold]{name}")
         summary = train(cfg, console)
@@ -83,10 +86,21 @@ def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, lis
         state, _ = checkpoint.load(checkpoint.resolve(run_dir, "last"))
         records.append({"name": name, "overrides": variant, "run_dir": str(run_dir), "steps": summary["step"],
                         "train_minutes": round(state["elapsed_s"] / 60, 2), "best_step": result["step"],
+                        "lead_in_seconds": lead_in_frames_for(cfg) / cfg.features.frame_rate,
                         "metrics": result["mean"]["model"], "baseline": result["mean"]["baseline"],
                         **({"room": result["room"]} if "room" in result else {})})
         write(out, records)
     return records
+
+
+def shared_lead_in(recipe: str, overrides: list[str], variants: dict[str, list[str]]) -> list[str]:
+    """The override that gives every variant the same examples: where neither the recipe nor the user sets
+    data.lead_in_seconds (its default depends on synth.reverb) and some variant has a room, that variant's lead-in
+    for all (a variant without a room plays it and leaves it out of the loss too); else none."""
+    configs = [load_config(recipe, [*overrides, *variant]) for variant in variants.values()]
+    if any(c.data.lead_in_seconds is not None for c in configs) or not any(c.synth.reverb for c in configs):
+        return []
+    return [f"data.lead_in_seconds={REVERB_LEAD_IN_S}"]
 
 
 def write(out: Path, records: list[dict]) -> None:

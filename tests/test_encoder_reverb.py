@@ -170,7 +170,17 @@ def test_ablate_writes_a_table(tmp_path, monkeypatch):
     # No room: its dry output is its output, and the flute's dry recordings are the clips themselves.
     assert records[0]["metrics"]["dry_spectral_loss"] == pytest.approx(records[0]["metrics"]["spectral_loss"], rel=1e-5)
     assert "room" not in records[0] and records[1]["room"]["wet_to_dry_db"] < 0
+    # The variant without a room trains on the same examples as the one with: the room's lead-in, left unset.
+    assert [r["lead_in_seconds"] for r in records] == [1.0, 1.0]
     table = (out / "ablation.md").read_text()
     assert "harmonic+noise+reverb+z" in table and "baseline" in table
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "harmonic_noise_reverb_z" / "eval" / "flute_06" / "dry.wav").exists()
+
+
+def test_ablate_shares_the_rooms_lead_in_unless_set():
+    smoke = str(ROOT / "recipes" / "smoke.yaml")
+    rooms = ablate.VARIANT_SETS["rooms"]
+    assert ablate.shared_lead_in(smoke, [], rooms) == ["data.lead_in_seconds=1.0"]
+    assert ablate.shared_lead_in(smoke, ["data.lead_in_seconds=0.5"], rooms) == []  # the user's value wins
+    assert ablate.shared_lead_in(smoke, [], ablate.VARIANT_SETS["speed"]) == []  # no room, no lead-in
