@@ -76,8 +76,8 @@ class SynthConfig:
     harmonic: bool = True
     noise: bool = True
     reverb: bool = False  # a learned room applied to harmonic + noise (dry path kept)
-    reverb_model: str = "free"  # "free": every tap of the impulse response learned (Magenta's Reverb);
-    # "parametric": octave-band decay times and levels (mlx_ddsp/rooms.py)
+    reverb_model: str = "parametric"  # "parametric": octave-band decay times and levels (mlx_ddsp/rooms.py);
+    # "free": every tap of the impulse response learned (Magenta's Reverb; fills with noise in short runs)
     reverb_seconds: float = 3.0  # impulse response length (Magenta: 48000 samples at 16 kHz)
     room_rt60_s: float = 0.5  # parametric room: the decay time it starts from
     room_level_db: float = -15.0  # parametric room: the wet-to-dry energy ratio it starts from

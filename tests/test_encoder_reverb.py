@@ -52,7 +52,7 @@ def test_mfcc_matches_numpy_reference():
 def tiny(encoder=False, reverb=False):
     return (ModelConfig(hidden_size=16, n_mlp_layers=1, gru_size=12, frame_rate=50, encoder=encoder, z_dims=4,
                         encoder_gru_size=8),
-            SynthConfig(n_harmonics=8, n_noise_bands=5, reverb=reverb, reverb_seconds=0.05))
+            SynthConfig(n_harmonics=8, n_noise_bands=5, reverb=reverb, reverb_model="free", reverb_seconds=0.05))
 
 
 def inputs(batch=2, seconds=0.4):
