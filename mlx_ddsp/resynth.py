@@ -109,7 +109,7 @@ def resynthesize(run_dir: str | Path, input_path: str | Path, output_path: str |
     model, cfg, state = checkpoint.load_trained(run_dir, which)
     if z_from is not None and not model.use_encoder:
         raise ResynthError("--z-from needs a model trained with model.encoder=true; this one has no encoder")
-    other_room = None if room in ("keep", "dry") else room_of(room, cfg.data.sample_rate)
+    room_ir = played_room(model, room, cfg.data.sample_rate)
     audio = read_input(input_path, cfg.data.sample_rate)
     features = analyse(audio, cfg)
     f0_hz, loudness_db, notes = adjust(features, state.get("stats", {}), pitch_shift, loudness_shift, auto_adjust,
@@ -117,15 +117,26 @@ def resynthesize(run_dir: str | Path, input_path: str | Path, output_path: str |
     z = reference_z(model, read_input(z_from, cfg.data.sample_rate), cfg) if z_from is not None else None
     out = render_long(model, mx.array(f0_hz[None]), mx.array(loudness_db[None]), len(audio),
                       key=mx.random.key(RENDER_NOISE_SEED), audio=mx.array(audio[None]), z=z)
-    played = out.get("dry", out["audio"]) if room != "keep" else out["audio"]
-    if other_room is not None:
-        played = np.array(reverb(mx.array(played), mx.array(other_room[: played.shape[-1]])))
+    played = out.get("dry", out["audio"])
+    if room_ir is not None:
+        played = np.array(reverb(mx.array(played), mx.array(room_ir[: played.shape[-1]])))
     save_audio(output_path, played[0], cfg.data.sample_rate)
     notes["seconds"], notes["room"] = len(audio) / cfg.data.sample_rate, room
     console.print(f"wrote {output_path}: {notes['seconds']:.1f} s, {notes['voiced_fraction']:.0%} voiced frames, "
                   f"octave shift {notes['octaves']:+d}, pitch shift {pitch_shift:+g} st, loudness shift "
                   f"{loudness_shift:+g} dB{' (auto-adjusted)' if auto_adjust else ''}")
     return notes
+
+
+def played_room(model: DDSP, room: str, sample_rate: int) -> np.ndarray | None:
+    """(n_taps,) the impulse response (first tap 0) that `room` asks for: "keep" the model's own (None if it learned
+    none), "dry" None, else the learned room of the run dir `room` (`room_of`) at `sample_rate` Hz."""
+    if room == "dry":
+        return None
+    if room == "keep":
+        ir = model.room_impulse_response()
+        return None if ir is None else np.array(ir)
+    return room_of(room, sample_rate)
 
 
 def room_of(run_dir: str | Path, sample_rate: int) -> np.ndarray:

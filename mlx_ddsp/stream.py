@@ -7,7 +7,7 @@ with a fixed latency.
 
 usage: python -m mlx_ddsp.stream RUN_DIR INPUT OUTPUT [--block 256] [--pitch-shift ST] [--loudness-shift DB]
                                  [--auto-adjust] [--voiced-threshold C] [--f0-min-hz HZ] [--f0-max-hz HZ]
-                                 [--checkpoint best|last|DIR]
+                                 [--room keep|dry|RUN_DIR] [--checkpoint best|last|DIR]
        python -m mlx_ddsp.stream RUN_DIR --live [--rate 48000] [--block 256] ...   (microphone in, speakers out)
 
 What happens to a block, all of it carried across blocks:
@@ -19,8 +19,9 @@ What happens to a block, all of it carried across blocks:
    MLX's batch-1 matmuls cost 4x numpy's there; on a GPU in MLX); the pitch and loudness shifts and the quiet
    rendering of unvoiced frames are resynth's (`adjust`), its --auto-adjust made causal (`CausalAdjust`);
 4. the synth (one compiled MLX call) renders the hop behind that frame: the oscillator phase carried in the same
-   fixed point as offline, the filtered noise overlap-added (its white noise read from a fixed table), the reverb
-   (if the model has one) as a uniformly partitioned convolution whose tail carries on;
+   fixed point as offline, the filtered noise overlap-added (its white noise read from a fixed table), the room
+   (--room as resynth's: the model's own by default, none, or another run's) as a uniformly partitioned
+   convolution whose tail carries on;
 5. the result is resampled back to the input's rate and read out of a queue that starts `latency_samples` deep.
 A hop can be rendered once its frame's loudness window and the next frame's pitch window are in, so the latency is
 about half the loudness window, plus one decoder hop (the granularity), plus the noise filters' half length, plus
@@ -54,9 +55,9 @@ from mlx_ddsp.metrics import VOICED
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED
 from mlx_ddsp.numpy_decoder import NumpyDecoder
 from mlx_ddsp.resampler import Resampler
-from mlx_ddsp.resynth import add_adjust_arguments, adjust, read_input
+from mlx_ddsp.resynth import add_adjust_arguments, adjust, played_room, read_input
 from mlx_ddsp.synth import (audible_harmonics, cycles_from_fixed_point, filter_noise_frames, fixed_point_cycles,
-                            harmonic_bank, noise_impulse_responses, remove_above_nyquist)
+                            harmonic_bank, noise_impulse_responses, remove_above_nyquist, reverb)
 
 NOISE_TABLE_SAMPLES = 1 << 17  # the white noise the filtered-noise synth reads, cyclically (8.2 s at 16 kHz)
 RANGE_MARGIN_OCTAVES = 1.0  # the default pitch range: the training range widened by this many octaves each way
@@ -220,7 +221,8 @@ class Streamer:
 
     def __init__(self, model: DDSP, cfg, stats: dict, sample_rate: int, pitch_shift: float = 0.0,
                  loudness_shift: float = 0.0, voiced_threshold: float = VOICED, f0_min_hz: float | None = None,
-                 f0_max_hz: float | None = None, decoder: str = "auto", auto_adjust: bool = False):
+                 f0_max_hz: float | None = None, decoder: str = "auto", auto_adjust: bool = False,
+                 room: str = "keep"):
         if model.use_encoder:
             raise StreamError("this model has an encoder (model.encoder=true); the streamer plays f0 and loudness "
                               "models only")
@@ -245,8 +247,8 @@ class Streamer:
         self.n_harmonics = audible_harmonics(self.f0_min_hz * 2.0 ** (pitch_shift / 12.0), self.model_rate,
                                              model.n_harmonics) if model.n_harmonics else 0
         self.noise = noise_table()
-        ir = model.room_impulse_response()
-        self.reverb = None if ir is None else PartitionedReverb(np.array(ir), self.hop)
+        self.room_ir = played_room(model, room, self.model_rate)
+        self.reverb = None if self.room_ir is None else PartitionedReverb(self.room_ir, self.hop)
         if decoder == "auto":
             decoder = "numpy" if mx.default_device() == mx.cpu else "mlx"
         if decoder not in ("numpy", "mlx"):
@@ -487,7 +489,8 @@ def render_offline(streamer: Streamer, audio: np.ndarray) -> np.ndarray:
     noise = np.take(streamer.noise, np.arange((n_frames + 1) * streamer.hop), mode="wrap")
     out = model.synthesize(controls, n_samples, max_harmonics=streamer.n_harmonics or None,
                            white_noise=mx.array(noise[None]))
-    wet = model.apply_reverb(out["audio"])["audio"]
+    ir = streamer.room_ir
+    wet = out["audio"] if ir is None else reverb(out["audio"], mx.array(ir[:n_samples]))
     return Resampler(streamer.model_rate, streamer.sample_rate).resample(np.array(wet[0]))[: len(audio)]
 
 
@@ -584,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--f0-min-hz", type=float, help="lowest input pitch to track (default: the training "
                         "range an octave wider, moved by the pitch shift); lower costs latency")
     parser.add_argument("--f0-max-hz", type=float, help="highest input pitch to track")
+    parser.add_argument("--room", default="keep",
+                        help="keep (default: the model's own learned room, if any), dry (no room), or a run dir "
+                             "whose learned room to play through")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint folder")
     return parser
 
@@ -595,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give INPUT and OUTPUT, or --live")
     settings = {"pitch_shift": args.pitch_shift, "loudness_shift": args.loudness_shift,
                 "voiced_threshold": args.voiced_threshold, "f0_min_hz": args.f0_min_hz, "f0_max_hz": args.f0_max_hz,
-                "auto_adjust": args.auto_adjust}
+                "auto_adjust": args.auto_adjust, "room": args.room}
     if args.live:
         return run(lambda console: play_live(args.run_dir, args.rate, args.block, args.checkpoint, console,
                                              **settings))

@@ -158,3 +158,25 @@ def test_models_with_an_encoder_are_refused():
     model, cfg = small_model("model.encoder=true")
     with pytest.raises(StreamError, match="encoder"):
         Streamer(model, cfg, STATS, 48000)
+
+
+def test_the_room_can_be_left_out_or_taken_from_another_run(tmp_path):
+    """--room dry streams the dry output; --room RUN_DIR another model's room (here: its own, from its checkpoint);
+    the model's own room is dry + dry * IR (numpy's convolution) at the model's rate."""
+    import mlx.optimizers as optim
+
+    from mlx_ddsp import checkpoint
+
+    model, cfg = small_model("synth.reverb=true", "synth.reverb_seconds=0.3")  # 16 kHz model, parametric room
+    optimizer = optim.Adam(learning_rate=1e-3)
+    optimizer.init(model.trainable_parameters())
+    checkpoint.save(tmp_path, model, optimizer, cfg, {"step": 1})
+    audio = performance(16000, 1.0)
+    keep, dry, other = (Streamer(model, cfg, STATS, 16000, room=room) for room in ("keep", "dry", str(tmp_path)))
+    played_dry = render_offline(dry, audio)
+    ir = np.array(model.room_impulse_response())
+    np.testing.assert_allclose(render_offline(keep, audio), played_dry + np.convolve(played_dry, ir)[: len(audio)],
+                               atol=1e-4)
+    np.testing.assert_allclose(stream(dry, audio, random_sizes(3)), played_dry, atol=1e-4)
+    np.testing.assert_allclose(stream(other, audio, random_sizes(4)), render_offline(keep, audio), atol=1e-4)
+    assert np.abs(render_offline(keep, audio) - played_dry).max() > 1e-3
