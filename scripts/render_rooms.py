@@ -8,9 +8,10 @@ RT60; size, source and microphone drawn from --seed) is simulated at the recordi
 convolved with its impulse response: OUT/rt60_<T>/<same name>.wav (so truth files such as data/flute_truth apply
 unchanged). OUT/rt60_<T>_direct/<same name>.wav holds the direct sound alone: the same file without its room, at
 the level and delay the direct path has in the reverberant file, which is what a model's dry output should be
-(`python -m mlx_ddsp.eval RUN --dry OUT/rt60_<T>_direct`). The dry originals stay where they are. OUT/rooms.json records each room: the RT60 asked for, the RT60
-measured from its impulse response (`mlx_ddsp.rooms.rt60_from_ir`), size and positions; OUT/rt60_<T>/room_ir.npy
-keeps the impulse response. One gain per room (its direct path at 1, then lowered if a file would clip).
+(`python -m mlx_ddsp.eval RUN --dry OUT/rt60_<T>_direct`). The dry originals stay where they are. OUT/rooms.json
+records each room: the RT60 asked for, the RT60 measured from its impulse response (`mlx_ddsp.rooms.rt60_from_ir`),
+the reverberation's level over the direct path's (dB, for a white sound: what `mlx_ddsp.eval` reports of a learned
+room), size and positions; OUT/rt60_<T>/room_ir.npy keeps the impulse response. One gain per room (its direct path at 1, then lowered if a file would clip).
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ def main() -> None:
             save_audio(folder / f"{path.stem}.wav", (gain * audio).astype(np.float32), sample_rate)
             direct = gain * ir[direct_at] * np.concatenate([np.zeros(direct_at), dry[path][: len(audio) - direct_at]])
             save_audio(direct_folder / f"{path.stem}.wav", direct.astype(np.float32), sample_rate)
+        # the reverberation's energy over the direct path's (for a white dry sound), as eval reports a learned room's
+        reverberation_db = 10 * np.log10(np.sum(ir**2) / ir[direct_at] ** 2 - 1.0)
         rooms.append({"folder": folder.name, "direct_folder": direct_folder.name, "direct_delay_samples": direct_at,
-                      "rt60_asked_s": rt60,
+                      "rt60_asked_s": rt60, "reverberation_db": round(float(reverberation_db), 2),
                       "rt60_measured_s": round(rt60_from_ir(ir, sample_rate), 3), "gain": round(gain, 4), **room})
         print(f"{folder}: {len(files)} files, RT60 asked {rt60:g} s, measured {rooms[-1]['rt60_measured_s']} s")
     (out / "rooms.json").write_text(json.dumps(rooms, indent=1))
