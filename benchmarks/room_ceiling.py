@@ -86,8 +86,8 @@ def main() -> None:
                   f"{-100 * record['gain']:+.1f} %")
     for folder in dict.fromkeys(r["room"] for r in records):
         rows = [r for r in records if r["room"] == folder]
-        dry, room = np.mean([r["dry_loss"] for r in rows]), np.mean([r["parametric_loss"] for r in rows])
-        print(f"{folder}: mean dry {dry:.3f}, parametric {room:.3f} ({100 * (room / dry - 1):+.1f} %)")
+        dry, parametric = np.mean([r["dry_loss"] for r in rows]), np.mean([r["parametric_loss"] for r in rows])
+        print(f"{folder}: mean dry {dry:.3f}, parametric {parametric:.3f} ({100 * (parametric / dry - 1):+.1f} %)")
     write_json(args.out, records)
 
 

@@ -117,9 +117,7 @@ def resynthesize(run_dir: str | Path, input_path: str | Path, output_path: str |
     z = reference_z(model, read_input(z_from, cfg.data.sample_rate), cfg) if z_from is not None else None
     out = render_long(model, mx.array(f0_hz[None]), mx.array(loudness_db[None]), len(audio),
                       key=mx.random.key(RENDER_NOISE_SEED), audio=mx.array(audio[None]), z=z)
-    played = out.get("dry", out["audio"])
-    if room_ir is not None:
-        played = np.array(reverb(mx.array(played), mx.array(room_ir[: played.shape[-1]])))
+    played = np.array(with_room(mx.array(out.get("dry", out["audio"])), room_ir))
     save_audio(output_path, played[0], cfg.data.sample_rate)
     notes["seconds"], notes["room"] = len(audio) / cfg.data.sample_rate, room
     console.print(f"wrote {output_path}: {notes['seconds']:.1f} s, {notes['voiced_fraction']:.0%} voiced frames, "
@@ -137,6 +135,11 @@ def played_room(model: DDSP, room: str, sample_rate: int) -> np.ndarray | None:
         ir = model.room_impulse_response()
         return None if ir is None else np.array(ir)
     return room_of(room, sample_rate)
+
+
+def with_room(dry: mx.array, room_ir: np.ndarray | None) -> mx.array:
+    """(B, n) dry audio played through `room_ir` (`played_room`; None: as it is), as `DDSP.apply_reverb` does."""
+    return dry if room_ir is None else reverb(dry, mx.array(room_ir[: dry.shape[-1]]))
 
 
 def room_of(run_dir: str | Path, sample_rate: int) -> np.ndarray:

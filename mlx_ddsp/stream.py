@@ -55,9 +55,9 @@ from mlx_ddsp.metrics import VOICED
 from mlx_ddsp.models import DDSP, RENDER_NOISE_SEED
 from mlx_ddsp.numpy_decoder import NumpyDecoder
 from mlx_ddsp.resampler import Resampler
-from mlx_ddsp.resynth import add_adjust_arguments, adjust, played_room, read_input
+from mlx_ddsp.resynth import add_adjust_arguments, adjust, played_room, read_input, with_room
 from mlx_ddsp.synth import (audible_harmonics, cycles_from_fixed_point, filter_noise_frames, fixed_point_cycles,
-                            harmonic_bank, noise_impulse_responses, remove_above_nyquist, reverb)
+                            harmonic_bank, noise_impulse_responses, remove_above_nyquist)
 
 NOISE_TABLE_SAMPLES = 1 << 17  # the white noise the filtered-noise synth reads, cyclically (8.2 s at 16 kHz)
 RANGE_MARGIN_OCTAVES = 1.0  # the default pitch range: the training range widened by this many octaves each way
@@ -489,8 +489,7 @@ def render_offline(streamer: Streamer, audio: np.ndarray) -> np.ndarray:
     noise = np.take(streamer.noise, np.arange((n_frames + 1) * streamer.hop), mode="wrap")
     out = model.synthesize(controls, n_samples, max_harmonics=streamer.n_harmonics or None,
                            white_noise=mx.array(noise[None]))
-    ir = streamer.room_ir
-    wet = out["audio"] if ir is None else reverb(out["audio"], mx.array(ir[:n_samples]))
+    wet = with_room(out["audio"], streamer.room_ir)
     return Resampler(streamer.model_rate, streamer.sample_rate).resample(np.array(wet[0]))[: len(audio)]
 
 

@@ -11,7 +11,8 @@ the level and delay the direct path has in the reverberant file, which is what a
 (`python -m mlx_ddsp.eval RUN --dry OUT/rt60_<T>_direct`). The dry originals stay where they are. OUT/rooms.json
 records each room: the RT60 asked for, the RT60 measured from its impulse response (`mlx_ddsp.rooms.rt60_from_ir`),
 the reverberation's level over the direct path's (dB, for a white sound: what `mlx_ddsp.eval` reports of a learned
-room), size and positions; OUT/rt60_<T>/room_ir.npy keeps the impulse response. One gain per room (its direct path at 1, then lowered if a file would clip).
+room), size and positions; OUT/rt60_<T>/room_ir.npy keeps the impulse response. One gain per room (its direct
+path at 1, then lowered if a file would clip).
 """
 
 from __future__ import annotations
