@@ -195,6 +195,8 @@ _PRIOR_ABOVE = np.append(np.cumsum(_THRESHOLD_PRIOR[::-1])[::-1], 0.0)  # [i]: m
 _ABSOLUTE_MIN_WEIGHT = 0.01  # pYIN: a threshold no dip passes gives this share to the deepest dip
 TAKEOVER_MARGIN, TAKEOVER_RATIO = 0.02, 0.5  # when a dip at twice the lag takes over (see _octave_arbitration)
 OFF_MULTIPLE_MIN = 0.01  # a period's own partials (off its half's or third's) are real above -20 dB
+OFF_MULTIPLE_WEAK, PARTIAL_CONTRAST = 10**-2.5, 10.0  # or above -25 dB where 10 dB sharper than the spectrum around
+SEPARATED_BINS = 6.0  # harmonics this many bins apart leave room midway to measure that (see _own_partials)
 N_HARMONICS = 12  # harmonics the spectral octave check looks at
 SUBHARMONICS = (2, 3, 4, 5, 6)  # period multiples the spectral check tells apart (an octave, a twelfth, ...)
 _MULTIPLE_OF = np.array([[k % m == 0 for m in SUBHARMONICS] for k in range(1, N_HARMONICS + 1)], float)  # (K, m)
@@ -299,42 +301,52 @@ def _candidate_probabilities(values: np.ndarray) -> np.ndarray:
     return probs
 
 
-def _off_multiple_energy(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """How much of each candidate's harmonic energy lies off the multiples of m of its harmonic number, for each m
-    in SUBHARMONICS.
+def _own_partials(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each candidate has partials of its own off the multiples of m of its harmonic number (the harmonics
+    a period m times shorter lacks), for each m in SUBHARMONICS.
 
     power: (n, n_fft // 2 + 1) power spectra; lags: (n, M) candidate periods in samples (so harmonic k sits at bin
-    k * n_fft / lag). The energy of harmonic k is the spectrum's largest bin within one bin of it (vibrato, the
-    window's main lobe), over the first N_HARMONICS below Nyquist. Returns ratios (n, M, len(SUBHARMONICS)): energy at
-    harmonics k not divisible by m over the energy at those that are; and `resolved` (n, M): harmonics at least 3
-    bins apart (the ratios mean nothing below that: at 16 kHz, notes under ~55 Hz).
+    k * n_fft / lag). The energy at a frequency is the spectrum's largest bin within one bin of it (vibrato, the
+    window's main lobe), over the first N_HARMONICS harmonics below Nyquist. The partials off the multiples are real
+    when they carry OFF_MULTIPLE_MIN (-20 dB) of the energy at the multiples, or, where the harmonics lie
+    SEPARATED_BINS or more apart, OFF_MULTIPLE_WEAK (-25 dB) of it and on average PARTIAL_CONTRAST (10 dB) more
+    than the spectrum midway between harmonics: sharp partials, not noise or the other partials' leakage (a bassoon's
+    A3 has its fundamental and third harmonic 20-30 dB under its second, and 25 dB over the spectrum between them).
+    Returns real (n, M, len(SUBHARMONICS)) and the harmonics' spacing (n, M) in bins (0 where missing; the energies
+    mean nothing under 3 bins: at 16 kHz, notes under ~55 Hz).
     """
     n_bins = power.shape[1]
     n_fft = 2 * (n_bins - 1)
-    k = np.arange(1, N_HARMONICS + 1)
     spacing = np.where(np.isfinite(lags), n_fft / np.where(np.isfinite(lags), lags, 1.0), 0.0)  # bins per harmonic
-    centre = np.rint(spacing[:, :, None] * k).astype(np.intp)  # (n, M, K)
+    half_steps = np.arange(1, 2 * N_HARMONICS + 1) / 2.0  # 0.5, 1, 1.5, ...: midway, harmonic 1, midway, ...
+    centre = np.rint(spacing[:, :, None] * half_steps).astype(np.intp)  # (n, M, 2K)
     inside = (centre >= 1) & (centre < n_bins - 1)
     centre = np.clip(centre, 1, n_bins - 2)
     peak = np.maximum(np.maximum(power[:, :-2], power[:, 1:-1]), power[:, 2:])  # bin b + 1: the largest of b..b+2
     gathered = np.take_along_axis(peak, (centre - 1).reshape(len(power), -1), axis=1).reshape(centre.shape)
     energy = np.where(inside, gathered, 0.0)
-    multiple = energy @ _MULTIPLE_OF  # (n, M, len(SUBHARMONICS)): energy at the harmonics divisible by m
-    ratios = (energy.sum(axis=2)[:, :, None] - multiple) / np.maximum(multiple, 1e-30)
-    return ratios, spacing >= 3.0
+    harmonics, midway = energy[:, :, 1::2], energy[:, :, 0::2]  # (n, M, K) each
+    multiple = harmonics @ _MULTIPLE_OF  # (n, M, len(SUBHARMONICS)): energy at the harmonics divisible by m
+    off = harmonics.sum(axis=2)[:, :, None] - multiple
+    n_off = np.maximum(inside[:, :, 1::2] @ (1.0 - _MULTIPLE_OF), 1.0)  # harmonics off the multiples, per m
+    floor = midway.sum(axis=2) / np.maximum(inside[:, :, 0::2].sum(axis=2), 1)  # (n, M): mean energy midway
+    sharp = (off >= PARTIAL_CONTRAST * n_off * floor[:, :, None]) & (spacing >= SEPARATED_BINS)[:, :, None]
+    real = (off >= OFF_MULTIPLE_MIN * multiple) | (sharp & (off >= OFF_MULTIPLE_WEAK * multiple))
+    return real, spacing
 
 
 def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray, power: np.ndarray) -> np.ndarray:
     """Move probability between candidates whose periods are 2-6 times one another, on spectral evidence.
 
-    Sub-harmonics: a candidate at m times a shorter one's period (m in SUBHARMONICS) whose spectrum holds no energy
-    off the m-th harmonics (under OFF_MULTIPLE_MIN of theirs, -20 dB) is the shorter one's multiple: it hands its
-    probability down. pYIN's first-dip rule falls for these when two slightly detuned layers beat (sampled
+    Sub-harmonics: a candidate at m times a shorter one's period (m in SUBHARMONICS) with no real partials off the
+    m-th harmonics (_own_partials) is the shorter one's multiple: it hands its probability down. pYIN's first-dip rule falls for these when two slightly detuned layers beat (sampled
     strings and reeds) and the true period's dip is shallow.
     Takeover: pYIN's first-dip rule takes the half period of a tone whose odd partials are weak (a bassoon's or a
     double bass's low notes): d' dips at T/2 only as deep as the odd partials' share of the energy. When the dip
     at ~2x the lag is deeper by TAKEOVER_MARGIN and at most TAKEOVER_RATIO of it, and the spectrum (where it
-    resolves the harmonics) shows the odd partials, the period is the longer one. Chains pass along.
+    resolves the harmonics) shows the odd partials, the period is the longer one; where the spectrum shows them
+    sharply (harmonics SEPARATED_BINS apart), at most TAKEOVER_RATIO of it is enough (a clean bassoon's d' can be
+    0.008 at T/2 and 0.000 at T). Chains pass along.
     lags, values, probs: (n, M); power: (n, n_fft // 2 + 1). Returns the new probs (n, M).
     """
     probs = probs.copy()
@@ -345,17 +357,18 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
         multiple = np.rint(ratio.transpose(0, 2, 1))  # (n, long, short): the whole multiple nearest each ratio
         distance = np.abs(ratio.transpose(0, 2, 1) - multiple)
     distance[~(distance < 0.03 * multiple)] = np.inf  # only ratios within 3 % of a multiple
-    off, resolved = _off_multiple_energy(power, lags)
+    real, spacing = _own_partials(power, lags)
+    resolved = spacing >= 3.0
     rows = np.arange(len(probs))
     # Which candidate hands its probability to which, for every (long j, multiple m): these depend on the lags and
     # the spectrum only, so they are found at once; only the hand-overs run in order (a chain passes along).
-    shorts = np.empty(off.shape, np.intp)  # (n, long, m): the short candidate nearest a period m times shorter
-    near = np.empty(off.shape, bool)
+    shorts = np.empty(real.shape, np.intp)  # (n, long, m): the short candidate nearest a period m times shorter
+    near = np.empty(real.shape, bool)
     for index, m in enumerate(SUBHARMONICS):
         at_m = np.where(multiple == m, distance, np.inf)
         shorts[:, :, index] = np.argmin(at_m, axis=2)
         near[:, :, index] = np.isfinite(at_m).any(axis=2)
-    moves = near & resolved[:, :, None] & (off < OFF_MULTIPLE_MIN)  # (n, long, m)
+    moves = near & resolved[:, :, None] & ~real  # (n, long, m)
     longs, indices = np.nonzero(moves.any(axis=0))  # the (long, multiple) pairs with a hand-over somewhere
     for j, index in sorted(zip(longs.tolist(), indices.tolist()), key=lambda pair: (-pair[0], pair[1])):
         moving = moves[:, j, index]  # sub-harmonics, longest first
@@ -363,8 +376,12 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
         probs[moving, j] = 0.0
     double = np.abs(ratio - 2.0) < 0.06
     target = np.argmin(np.where(double, values[:, None, :], np.inf), axis=2)  # (n, short): deepest dip near 2x
+    double_target = np.take_along_axis(double, target[:, :, None], axis=2)[:, :, 0]
     takes = np.take_along_axis(double & deeper, target[:, :, None], axis=2)[:, :, 0]
-    takes &= ~np.take_along_axis(resolved & (off[:, :, 0] < OFF_MULTIPLE_MIN), target, axis=1)
+    takes &= ~np.take_along_axis(resolved & ~real[:, :, 0], target, axis=1)
+    # Odd partials the spectrum shows sharply (harmonics SEPARATED_BINS apart) need no margin: the ratio will do.
+    sharp_odd = np.take_along_axis((spacing >= SEPARATED_BINS) & real[:, :, 0], target, axis=1)
+    takes |= double_target & sharp_odd & (np.take_along_axis(values, target, axis=1) < TAKEOVER_RATIO * values)
     for i in np.flatnonzero(takes.any(axis=0)).tolist():  # takeovers, shortest first
         moving = takes[:, i]
         probs[rows[moving], target[moving, i]] += probs[moving, i]

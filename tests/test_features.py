@@ -51,6 +51,23 @@ def test_weak_fundamental_is_not_an_octave_error():
     assert np.mean(cents < 50) >= 0.98
 
 
+def test_weak_but_sharp_odd_partials_keep_the_low_octave():
+    """A bassoon's A3: fundamental and odd partials 23-30 dB under the second harmonic, yet sharp lines well above
+    the spectrum between them; d' dips almost as deep at half the period. The pitch is the low one."""
+    audio, _ = harmonic_tone(233.0, amplitudes=(0.07, 1.0, 0.05, 0.3, 0.04, 0.2, 0.02, 0.1))
+    f0, _ = estimate_f0(audio, SR, FRAME_RATE)
+    assert np.mean(np.abs(1200 * np.log2(f0[10:-10] / 233.0)) < 50) >= 0.98
+
+
+def test_faint_sub_octave_does_not_pull_the_pitch_down():
+    """An overblown flute's 784 Hz with a trace of the lower register (its sub-octave's odd partials at -40 dB):
+    the partials are sharp but far too weak to be the note's."""
+    amplitudes = (0.01, 1.0, 0.012, 0.35, 0.01, 0.1)
+    audio, _ = harmonic_tone(392.0, amplitudes=amplitudes)
+    f0, _ = estimate_f0(audio, SR, FRAME_RATE)
+    assert np.mean(np.abs(1200 * np.log2(f0[10:-10] / 784.0)) < 50) >= 0.98
+
+
 def test_two_detuned_layers_keep_their_octave():
     """Two copies of a tone 22 cents apart (a sampled violin's layers) beat, and the true period's dip is shallow:
     the tracker must not fall to the octave below, where the beating waveform repeats better."""
