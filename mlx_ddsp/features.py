@@ -197,6 +197,7 @@ TAKEOVER_MARGIN, TAKEOVER_RATIO = 0.02, 0.5  # when a dip at twice the lag takes
 OFF_MULTIPLE_MIN = 0.01  # a period's own partials (off its half's or third's) are real above -20 dB
 OFF_MULTIPLE_WEAK, PARTIAL_CONTRAST = 10**-2.5, 10.0  # or above -25 dB where 10 dB sharper than the spectrum around
 SEPARATED_BINS = 6.0  # harmonics this many bins apart leave room midway to measure that (see _own_partials)
+FUNDAMENTAL_MISSING = 1e-3  # a fundamental 30 dB under the even partials, and no sharp line, is not there
 N_HARMONICS = 12  # harmonics the spectral octave check looks at
 SUBHARMONICS = (2, 3, 4, 5, 6)  # period multiples the spectral check tells apart (an octave, a twelfth, ...)
 _MULTIPLE_OF = np.array([[k % m == 0 for m in SUBHARMONICS] for k in range(1, N_HARMONICS + 1)], float)  # (K, m)
@@ -312,8 +313,11 @@ def _own_partials(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.n
     SEPARATED_BINS or more apart, OFF_MULTIPLE_WEAK (-25 dB) of it and on average PARTIAL_CONTRAST (10 dB) more
     than the spectrum midway between harmonics: sharp partials, not noise or the other partials' leakage (a bassoon's
     A3 has its fundamental and third harmonic 20-30 dB under its second, and 25 dB over the spectrum between them).
-    Returns real (n, M, len(SUBHARMONICS)) and the harmonics' spacing (n, M) in bins (0 where missing; the energies
-    mean nothing under 3 bins: at 16 kHz, notes under ~55 Hz).
+    The fundamental is sharp when it stands PARTIAL_CONTRAST over the spectrum midway, and missing when it is not
+    sharp, under FUNDAMENTAL_MISSING (-30 dB) of the even harmonics, and the harmonics are separated.
+    Returns real (n, M, len(SUBHARMONICS)), the harmonics' spacing (n, M) in bins (0 where there is no candidate;
+    the energies mean nothing under 3 bins: at 16 kHz, notes under ~55 Hz), and whether the fundamental is sharp
+    and whether it is missing (n, M) each.
     """
     n_bins = power.shape[1]
     n_fft = 2 * (n_bins - 1)
@@ -330,23 +334,28 @@ def _own_partials(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.n
     off = harmonics.sum(axis=2)[:, :, None] - multiple
     n_off = np.maximum(inside[:, :, 1::2] @ (1.0 - _MULTIPLE_OF), 1.0)  # harmonics off the multiples, per m
     floor = midway.sum(axis=2) / np.maximum(inside[:, :, 0::2].sum(axis=2), 1)  # (n, M): mean energy midway
-    sharp = (off >= PARTIAL_CONTRAST * n_off * floor[:, :, None]) & (spacing >= SEPARATED_BINS)[:, :, None]
+    fundamental = harmonics[:, :, 0] >= PARTIAL_CONTRAST * floor  # (n, M): a sharp line at the fundamental
+    separated = spacing >= SEPARATED_BINS
+    sharp = (off >= PARTIAL_CONTRAST * n_off * floor[:, :, None]) & (fundamental & separated)[:, :, None]
     real = (off >= OFF_MULTIPLE_MIN * multiple) | (sharp & (off >= OFF_MULTIPLE_WEAK * multiple))
-    return real, spacing
+    missing = separated & ~fundamental & (harmonics[:, :, 0] < FUNDAMENTAL_MISSING * multiple[:, :, 0])
+    return real, spacing, fundamental, missing
 
 
 def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray, power: np.ndarray) -> np.ndarray:
     """Move probability between candidates whose periods are 2-6 times one another, on spectral evidence.
 
     Sub-harmonics: a candidate at m times a shorter one's period (m in SUBHARMONICS) with no real partials off the
-    m-th harmonics (_own_partials) is the shorter one's multiple: it hands its probability down. pYIN's first-dip rule falls for these when two slightly detuned layers beat (sampled
+    m-th harmonics (_own_partials) is the shorter one's multiple: it hands its probability down. So does one whose
+    fundamental is missing where the shorter one's is there: the common period of two notes sounding at once (a
+    release tail or a room under the next note; a fifth apart, their common period is an octave under the lower). pYIN's first-dip rule falls for these when two slightly detuned layers beat (sampled
     strings and reeds) and the true period's dip is shallow.
     Takeover: pYIN's first-dip rule takes the half period of a tone whose odd partials are weak (a bassoon's or a
     double bass's low notes): d' dips at T/2 only as deep as the odd partials' share of the energy. When the dip
     at ~2x the lag is deeper by TAKEOVER_MARGIN and at most TAKEOVER_RATIO of it, and the spectrum (where it
     resolves the harmonics) shows the odd partials, the period is the longer one; where the spectrum shows them
     sharply (harmonics SEPARATED_BINS apart), at most TAKEOVER_RATIO of it is enough (a clean bassoon's d' can be
-    0.008 at T/2 and 0.000 at T). Chains pass along.
+    0.008 at T/2 and 0.000 at T). A longer period whose fundamental is missing never takes over. Chains pass along.
     lags, values, probs: (n, M); power: (n, n_fft // 2 + 1). Returns the new probs (n, M).
     """
     probs = probs.copy()
@@ -357,7 +366,7 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
         multiple = np.rint(ratio.transpose(0, 2, 1))  # (n, long, short): the whole multiple nearest each ratio
         distance = np.abs(ratio.transpose(0, 2, 1) - multiple)
     distance[~(distance < 0.03 * multiple)] = np.inf  # only ratios within 3 % of a multiple
-    real, spacing = _own_partials(power, lags)
+    real, spacing, fundamental, missing = _own_partials(power, lags)
     resolved = spacing >= 3.0
     rows = np.arange(len(probs))
     # Which candidate hands its probability to which, for every (long j, multiple m): these depend on the lags and
@@ -369,6 +378,8 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
         shorts[:, :, index] = np.argmin(at_m, axis=2)
         near[:, :, index] = np.isfinite(at_m).any(axis=2)
     moves = near & resolved[:, :, None] & ~real  # (n, long, m)
+    short_fundamental = np.take_along_axis(fundamental, shorts.reshape(len(probs), -1), axis=1).reshape(shorts.shape)
+    moves |= near & missing[:, :, None] & short_fundamental  # the common period of two notes (a tail under the next)
     longs, indices = np.nonzero(moves.any(axis=0))  # the (long, multiple) pairs with a hand-over somewhere
     for j, index in sorted(zip(longs.tolist(), indices.tolist()), key=lambda pair: (-pair[0], pair[1])):
         moving = moves[:, j, index]  # sub-harmonics, longest first
@@ -378,10 +389,10 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
     target = np.argmin(np.where(double, values[:, None, :], np.inf), axis=2)  # (n, short): deepest dip near 2x
     double_target = np.take_along_axis(double, target[:, :, None], axis=2)[:, :, 0]
     takes = np.take_along_axis(double & deeper, target[:, :, None], axis=2)[:, :, 0]
-    takes &= ~np.take_along_axis(resolved & ~real[:, :, 0], target, axis=1)
     # Odd partials the spectrum shows sharply (harmonics SEPARATED_BINS apart) need no margin: the ratio will do.
     sharp_odd = np.take_along_axis((spacing >= SEPARATED_BINS) & real[:, :, 0], target, axis=1)
     takes |= double_target & sharp_odd & (np.take_along_axis(values, target, axis=1) < TAKEOVER_RATIO * values)
+    takes &= ~np.take_along_axis((resolved & ~real[:, :, 0]) | missing, target, axis=1)
     for i in np.flatnonzero(takes.any(axis=0)).tolist():  # takeovers, shortest first
         moving = takes[:, i]
         probs[rows[moving], target[moving, i]] += probs[moving, i]

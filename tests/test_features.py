@@ -68,6 +68,15 @@ def test_faint_sub_octave_does_not_pull_the_pitch_down():
     assert np.mean(np.abs(1200 * np.log2(f0[10:-10] / 784.0)) < 50) >= 0.98
 
 
+def test_a_tail_under_the_next_note_is_no_common_fundamental():
+    """The last note's release (466 Hz, 8 dB down) under the next one a fifth below (311 Hz): together they repeat
+    every 1/155 s, but no partial of 155 Hz sounds. The pitch is the new note's."""
+    note, _ = harmonic_tone(311.0, amplitudes=(1.0, 0.5, 0.3, 0.2), seed=1)
+    tail, _ = harmonic_tone(466.0, amplitudes=(1.0, 0.5, 0.3, 0.2), seed=2)
+    f0, _ = estimate_f0(note + 0.4 * tail, SR, FRAME_RATE)
+    assert np.mean(np.abs(1200 * np.log2(f0[10:-10] / 311.0)) < 50) >= 0.98
+
+
 def test_two_detuned_layers_keep_their_octave():
     """Two copies of a tone 22 cents apart (a sampled violin's layers) beat, and the true period's dip is shallow:
     the tracker must not fall to the octave below, where the beating waveform repeats better."""
