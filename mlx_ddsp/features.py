@@ -217,9 +217,10 @@ def _difference(padded: np.ndarray, offsets: np.ndarray, max_lag: int):
     length = window + max_lag
     frames = np.lib.stride_tricks.sliding_window_view(padded, length)[offsets].astype(np.float64)
     n_fft = fft_size(length)  # the window is zero beyond `window`, so lags <= max_lag never wrap around
-    spectrum = np.fft.rfft(frames, n_fft, axis=-1)  # float64: numpy's float32 transforms are ~2.4x slower
-    head = np.fft.rfft(frames[:, :window], n_fft, axis=-1)
-    correlation = np.fft.irfft(np.conj(head) * spectrum, n_fft, axis=-1)[:, : max_lag + 1].astype(np.float32)
+    # Forward transforms in float64 (numpy's float32 ones are ~2.4x slower), the rest in complex64 (~2x faster).
+    spectrum = np.fft.rfft(frames, n_fft, axis=-1).astype(np.complex64)
+    head = np.fft.rfft(frames[:, :window], n_fft, axis=-1).astype(np.complex64)
+    correlation = np.fft.irfft(np.conj(head, out=head) * spectrum, n_fft, axis=-1)[:, : max_lag + 1]
     # Energy of every window of W samples, from one running sum of the squares over the call in fixed point (2^-44
     # steps): integer sums are exact and wrap around without loss, so a frame's energies do not depend on which
     # frames share its call (a stream analyses one or two at a time, `mlx_ddsp.stream`).
