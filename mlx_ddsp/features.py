@@ -359,7 +359,6 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
     0.008 at T/2 and 0.000 at T). A longer period whose fundamental is missing never takes over. Chains pass along.
     lags, values, probs: (n, M); power: (n, n_fft // 2 + 1). Returns the new probs (n, M).
     """
-    probs = probs.copy()
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = lags[:, None, :] / lags[:, :, None]  # (n, short, long)
         deeper = ((values[:, :, None] - values[:, None, :] > TAKEOVER_MARGIN)
@@ -369,9 +368,9 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
     distance[~(distance < 0.03 * multiple)] = np.inf  # only ratios within 3 % of a multiple
     real, spacing, fundamental, missing = _own_partials(power, lags)
     resolved = spacing >= 3.0
-    rows = np.arange(len(probs))
+    own = np.broadcast_to(np.arange(probs.shape[1]), probs.shape)  # every candidate keeping its probability
     # Which candidate hands its probability to which, for every (long j, multiple m): these depend on the lags and
-    # the spectrum only, so they are found at once; only the hand-overs run in order (a chain passes along).
+    # the spectrum only, so they are found at once, and the hand-overs follow chains (_pass_along).
     shorts = np.empty(real.shape, np.intp)  # (n, long, m): the short candidate nearest a period m times shorter
     near = np.empty(real.shape, bool)
     for index, m in enumerate(SUBHARMONICS):
@@ -381,11 +380,8 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
     moves = near & resolved[:, :, None] & ~real  # (n, long, m)
     short_fundamental = np.take_along_axis(fundamental, shorts.reshape(len(probs), -1), axis=1).reshape(shorts.shape)
     moves |= near & missing[:, :, None] & short_fundamental  # the common period of two notes (a tail under the next)
-    longs, indices = np.nonzero(moves.any(axis=0))  # the (long, multiple) pairs with a hand-over somewhere
-    for j, index in sorted(zip(longs.tolist(), indices.tolist()), key=lambda pair: (-pair[0], pair[1])):
-        moving = moves[:, j, index]  # sub-harmonics, longest first
-        probs[rows[moving], shorts[moving, j, index]] += probs[moving, j]
-        probs[moving, j] = 0.0
+    first = np.argmax(moves, axis=2)[:, :, None]  # the smallest multiple with a hand-over
+    probs = _pass_along(probs, np.where(moves.any(axis=2), np.take_along_axis(shorts, first, axis=2)[:, :, 0], own))
     double = np.abs(ratio - 2.0) < 0.06
     target = np.argmin(np.where(double, values[:, None, :], np.inf), axis=2)  # (n, short): deepest dip near 2x
     double_target = np.take_along_axis(double, target[:, :, None], axis=2)[:, :, 0]
@@ -394,11 +390,19 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
     sharp_odd = np.take_along_axis((spacing >= SEPARATED_BINS) & real[:, :, 0], target, axis=1)
     takes |= double_target & sharp_odd & (np.take_along_axis(values, target, axis=1) < TAKEOVER_RATIO * values)
     takes &= ~np.take_along_axis((resolved & ~real[:, :, 0]) | missing, target, axis=1)
-    for i in np.flatnonzero(takes.any(axis=0)).tolist():  # takeovers, shortest first
-        moving = takes[:, i]
-        probs[rows[moving], target[moving, i]] += probs[moving, i]
-        probs[moving, i] = 0.0
-    return probs
+    return _pass_along(probs, np.where(takes, target, own))
+
+
+def _pass_along(probs: np.ndarray, to: np.ndarray) -> np.ndarray:
+    """probs (n, M) after each candidate j hands its probability to candidate to[:, j] (itself: keeps it), along
+    chains: the hand-overs all point the same way (to shorter periods, or all to longer ones), so every chain ends,
+    and a candidate's probability lands where its chain does (found by pointer doubling: M <= 2^4)."""
+    end = to
+    for _ in range(max(int(np.ceil(np.log2(probs.shape[1]))), 1)):
+        end = np.take_along_axis(end, end, axis=1)
+    n, m = probs.shape
+    flat = (np.arange(n)[:, None] * m + end).ravel()
+    return np.bincount(flat, weights=probs.ravel(), minlength=n * m).reshape(n, m)
 
 
 def analysis_range(sample_rate: int, f0_min_hz: float, f0_max_hz: float) -> tuple[int, int, int]:
