@@ -39,8 +39,8 @@ from mlx_ddsp.cli import UserError, run
 from mlx_ddsp.config import Config, ConfigError, load_config
 from mlx_ddsp.features import FEATURE_NAMES, VOICED_THRESHOLD, estimate_f0, frame_hop, frame_loudness
 
-CACHE_VERSION = 3  # 2: frames a whole hop apart at any rate, pitch analysed at 16 kHz, 64 ms loudness window;
-# 3: unpitched frames hold the last pitch
+CACHE_VERSION = 4  # 2: frames a whole hop apart at any rate, pitch analysed at 16 kHz, 64 ms loudness window;
+# 3: unpitched frames hold the last pitch; 4: the octave check weighs sharp weak partials and missing fundamentals
 MANIFEST = "manifest.json"
 
 
