@@ -561,8 +561,8 @@ def estimate_f0(
     (FFT, vectorised over frames). Its first dips and its deepest dips are candidate periods (refined to a fraction
     of a sample), each weighted by pYIN's threshold-prior probability (the first dip that is deep enough). The
     frame's spectrum then moves probability between candidates an octave (or 3-6 times) apart: to the shorter period
-    when the longer one has no partials of its own, to the longer one when its odd partials are there but weak
-    (see _octave_arbitration). Frames under SILENCE_DB RMS lose their confidence. A Viterbi pass picks one candidate
+    when the longer one has no partials of its own or no fundamental (two notes at once: a tail under the next), to
+    the longer one when its odd partials are there but weak (see _octave_arbitration). Frames under SILENCE_DB RMS lose their confidence. A Viterbi pass picks one candidate
     per frame, trading the candidates' probabilities against pitch jumps (`octave_cost` per octave).
     `confidence` in [0, 1] is the frame's total voiced probability (the pipeline calls a frame voiced at
     VOICED_THRESHOLD). Frames with no pitch of their own (confidence < PITCHED: silence, noise) hold the last pitch
