@@ -14,6 +14,8 @@ the JSON too):
               off, but not of the truth): RCA - RPA
   recall      share of truly voiced frames the tracker calls voiced (confidence >= --threshold, the pipeline's 0.5)
   false_alarm share of truly unvoiced frames it calls voiced
+Each condition also prints, per tracker, recall and false alarm at the thresholds 0.1 .. 0.9 (all groups pooled):
+where the one threshold the pipeline uses sits on each condition's trade-off.
 Speed is in multiples of real time with the process pinned to one core (audio resampled beforehand, not timed).
 --sample-rate (default 16000) is the rate the audio is read at and tracked from; where the truth's frames are not
 the tracker's (44.1 kHz: 176-sample hops, 250.57 frames/s), the truth is read at the nearest frame in time.
@@ -48,6 +50,18 @@ def scores(f0_hz, confidence, true_f0_hz, true_voiced, keep, threshold) -> dict:
             "octave": ((right_chroma & ~right).sum(), voiced.sum()),
             "recall": (said_voiced[voiced].sum(), voiced.sum()),
             "false_alarm": (said_voiced[unvoiced].sum(), unvoiced.sum())}
+
+
+SWEEP = np.round(np.arange(0.1, 0.95, 0.1), 1)  # the thresholds of the voicing trade-off
+
+
+def voicing_counts(confidence, true_voiced, keep) -> np.ndarray:
+    """(len(SWEEP), 4) frame counts: truly voiced called voiced, truly voiced, truly unvoiced called voiced, truly
+    unvoiced, at each threshold of SWEEP."""
+    said = confidence[None] >= SWEEP[:, None]
+    voiced, unvoiced = true_voiced & keep, ~true_voiced & keep
+    return np.stack([(said & voiced).sum(1), np.full(len(SWEEP), voiced.sum()), (said & unvoiced).sum(1),
+                     np.full(len(SWEEP), unvoiced.sum())], axis=1)
 
 
 def pooled(counts: list[dict]) -> dict:
@@ -93,6 +107,7 @@ def main() -> None:
     for folder in args.audio:
         counts = defaultdict(lambda: defaultdict(list))  # tracker -> group -> [counts]
         with_attacks = defaultdict(list)
+        sweep = defaultdict(lambda: np.zeros((len(SWEEP), 4)))
         compute, seconds = defaultdict(float), 0.0
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
         for path in files:
@@ -117,6 +132,7 @@ def main() -> None:
                 arrays = (f0_hz[:n], confidence[:n], true_f0[:n], true_voiced[:n])
                 counts[name][group].append(scores(*arrays, ~ambiguous[:n], args.threshold))
                 with_attacks[name].append(scores(*arrays, np.ones(n, bool), args.threshold))
+                sweep[name] += voicing_counts(confidence[:n], true_voiced[:n], ~ambiguous[:n])
         condition = {"seconds": seconds, "trackers": {}}
         print(f"\n{folder} ({len(files)} files, {seconds:.0f} s of audio at {args.sample_rate} Hz)")
         print(f"{'group':<14}" + "".join(f"{name + ' ' + m:>18}" for m in METRICS for name in trackers))
@@ -133,6 +149,13 @@ def main() -> None:
             condition["trackers"][name]["overall_with_attacks"] = pooled(with_attacks[name])
             print(f"{name}: {x_real_time:.1f}x real time on one core; with attacks RPA "
                   f"{condition['trackers'][name]['overall_with_attacks']['RPA']:.4f}")
+            hits = sweep[name]
+            recall, false_alarm = hits[:, 0] / np.maximum(hits[:, 1], 1), hits[:, 2] / np.maximum(hits[:, 3], 1)
+            condition["trackers"][name]["voicing_sweep"] = {
+                "threshold": SWEEP.tolist(), "recall": recall.tolist(), "false_alarm": false_alarm.tolist()}
+            print(f"  {'threshold':<12}" + "".join(f"{t:>7.1f}" for t in SWEEP))
+            print(f"  {'recall':<12}" + "".join(f"{x:>7.3f}" for x in recall))
+            print(f"  {'false alarm':<12}" + "".join(f"{x:>7.3f}" for x in false_alarm))
         report["conditions"][str(folder)] = condition
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -347,10 +347,11 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
     """Move probability between candidates whose periods are 2-6 times one another, on spectral evidence.
 
     Sub-harmonics: a candidate at m times a shorter one's period (m in SUBHARMONICS) with no real partials off the
-    m-th harmonics (_own_partials) is the shorter one's multiple: it hands its probability down. So does one whose
-    fundamental is missing where the shorter one's is there: the common period of two notes sounding at once (a
-    release tail or a room under the next note; a fifth apart, their common period is an octave under the lower). pYIN's first-dip rule falls for these when two slightly detuned layers beat (sampled
-    strings and reeds) and the true period's dip is shallow.
+    m-th harmonics (_own_partials) is the shorter one's multiple: it hands its probability down. pYIN's first-dip
+    rule falls for these when two slightly detuned layers beat (sampled strings and reeds) and the true period's dip
+    is shallow. So does a candidate whose fundamental is missing where the shorter one's is there: the common period
+    of two notes sounding at once (a release tail or a room under the next note; a fifth apart, their common period
+    is an octave under the lower note).
     Takeover: pYIN's first-dip rule takes the half period of a tone whose odd partials are weak (a bassoon's or a
     double bass's low notes): d' dips at T/2 only as deep as the odd partials' share of the energy. When the dip
     at ~2x the lag is deeper by TAKEOVER_MARGIN and at most TAKEOVER_RATIO of it, and the spectrum (where it
@@ -562,8 +563,9 @@ def estimate_f0(
     of a sample), each weighted by pYIN's threshold-prior probability (the first dip that is deep enough). The
     frame's spectrum then moves probability between candidates an octave (or 3-6 times) apart: to the shorter period
     when the longer one has no partials of its own or no fundamental (two notes at once: a tail under the next), to
-    the longer one when its odd partials are there but weak (see _octave_arbitration). Frames under SILENCE_DB RMS lose their confidence. A Viterbi pass picks one candidate
-    per frame, trading the candidates' probabilities against pitch jumps (`octave_cost` per octave).
+    the longer one when its odd partials are there but weak (see _octave_arbitration). Frames under SILENCE_DB RMS
+    lose their confidence. A Viterbi pass picks one candidate per frame, trading the candidates' probabilities
+    against pitch jumps (`octave_cost` per octave).
     `confidence` in [0, 1] is the frame's total voiced probability (the pipeline calls a frame voiced at
     VOICED_THRESHOLD). Frames with no pitch of their own (confidence < PITCHED: silence, noise) hold the last pitch
     (frames before the first note take its pitch), so f0 never jumps to 0. Holding, rather than interpolating
