@@ -303,7 +303,7 @@ def _candidate_probabilities(values: np.ndarray) -> np.ndarray:
     return probs
 
 
-def _own_partials(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _own_partials(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Whether each candidate has partials of its own off the multiples of m of its harmonic number (the harmonics
     a period m times shorter lacks), for each m in SUBHARMONICS.
 
@@ -397,7 +397,7 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
 def _pass_along(probs: np.ndarray, to: np.ndarray) -> np.ndarray:
     """probs (n, M) after each candidate j hands its probability to candidate to[:, j] (itself: keeps it), along
     chains: the hand-overs all point the same way (to shorter periods, or all to longer ones), so every chain ends,
-    and a candidate's probability lands where its chain does (found by pointer doubling: M <= 2^4)."""
+    and a candidate's probability lands where its chain does (found by pointer doubling, ceil(log2 M) steps)."""
     end = to
     for _ in range(max(int(np.ceil(np.log2(probs.shape[1]))), 1)):
         end = np.take_along_axis(end, end, axis=1)

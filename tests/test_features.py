@@ -247,6 +247,25 @@ def test_candidate_probabilities_are_pyins_threshold_by_threshold():
     np.testing.assert_allclose(features._candidate_probabilities(values), expected, atol=1e-12)
 
 
+def test_hand_overs_follow_their_chains_as_one_by_one_would():
+    """_pass_along against handing over one candidate at a time, longest first (shortest first when they point to
+    longer periods), on random chains."""
+    from mlx_ddsp.features import _pass_along
+
+    rng = np.random.default_rng(0)
+    n, m = 200, 12
+    probs = rng.random((n, m))
+    for downwards in (True, False):
+        own = np.arange(m)
+        to = np.array([[rng.integers(0, j + 1) if downwards else rng.integers(j, m) for j in own] for _ in range(n)])
+        to = np.where(rng.random((n, m)) < 0.5, own, to)  # half the candidates keep theirs
+        expected = probs.copy()
+        for j in (own[::-1] if downwards else own):
+            expected[np.arange(n), to[:, j]] += np.where(to[:, j] != j, expected[:, j], 0.0)
+            expected[:, j] = np.where(to[:, j] != j, 0.0, expected[:, j])
+        np.testing.assert_allclose(_pass_along(probs, to), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_difference_function_is_yins_sum_of_squared_differences():
     """d(tau) = sum over the window's W samples of (x[j] - x[j + tau])^2, and d' its cumulative mean normalisation,
     against the sums written out (float64), for frames at arbitrary offsets of a call."""
