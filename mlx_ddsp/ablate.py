@@ -62,6 +62,8 @@ VARIANT_SETS = {
         "free-ir": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=free", "model.encoder=false"],
         "parametric": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
                        "model.encoder=false"],
+        "parametric+early": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
+                             "synth.room_early_ms=50", "model.encoder=false"],
     },
 }
 
@@ -138,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs/ablation", help="folder for the runs and the table")
     parser.add_argument("--set", default="branches", choices=list(VARIANT_SETS),
                         help="branches (default): the model's branches; speed: recurrent layer x decoder frame "
-                             "rate; rooms: no room, a free impulse response, the parametric room")
+                             "rate; rooms: no room, a free impulse response, the parametric room (also with 50 ms "
+                             "of early taps)")
     parser.add_argument("--variants", nargs="+", help="only these variants of the set")
     parser.add_argument("--dry", help="a folder of the validation clips' dry recordings (see mlx_ddsp.eval --dry)")
     return parser

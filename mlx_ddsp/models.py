@@ -328,7 +328,8 @@ class DDSP(nn.Module):
             if synth_cfg.reverb_model == "free":  # starts as (almost) no reverb: Magenta's N(0, 1e-6) initialisation
                 self.reverb_ir = 1e-6 * mx.random.normal((n_taps,))
             elif synth_cfg.reverb_model == "parametric":
-                self.room = ParametricRoom(n_taps, sample_rate, synth_cfg.room_rt60_s, synth_cfg.room_level_db)
+                self.room = ParametricRoom(n_taps, sample_rate, synth_cfg.room_rt60_s, synth_cfg.room_level_db,
+                                           n_early=round(synth_cfg.room_early_ms * sample_rate / 1000))
             else:
                 raise ValueError(f"synth.reverb_model must be 'free' or 'parametric', not {synth_cfg.reverb_model!r}")
 

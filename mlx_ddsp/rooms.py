@@ -58,17 +58,23 @@ class ParametricRoom(nn.Module):
     Learned per octave band: log_rt60 (natural log of the RT60 in s, over LOG_RT60_UNIT) and level (dB over
     LEVEL_DB_UNIT: the bands' levels relative to one another, and their mean energy ratio the IR's energy); a_b
     follows from the levels and the decays, so the levels hold while the decays move. The noise is fixed (a
-    constant, not a parameter).
+    constant, not a parameter). With n_early > 0, taps 1..n_early also get a learned amplitude each (`early`, from
+    0), added to the statistical room: the early reflections, discrete echoes that colour the sound, which noise
+    cannot place.
     """
 
     def __init__(self, n_samples: int, sample_rate: int, rt60_s: float = 0.5, level_db: float = -15.0,
-                 seed: int = 0):
+                 seed: int = 0, n_early: int = 0):
         super().__init__()
         self.sample_rate = sample_rate
         self.noise = _Constant(band_noise(n_samples, sample_rate, seed))
         n_bands = self.noise.value.shape[0]
         self.log_rt60 = mx.full((n_bands,), math.log(rt60_s) / LOG_RT60_UNIT)  # in LOG_RT60_UNIT
         self.level = mx.full((n_bands,), level_db / LEVEL_DB_UNIT)  # in LEVEL_DB_UNIT
+        if not 0 <= n_early < n_samples:
+            raise ValueError(f"synth.room_early_ms gives {n_early} early taps; the room has {n_samples}")
+        if n_early:
+            self.early = mx.zeros((n_early,))
 
     def rt60_s(self) -> mx.array:
         """(n_bands,) decay times in s."""
@@ -89,7 +95,11 @@ class ParametricRoom(nn.Module):
         ir = mx.concatenate([mx.zeros((1,)), ir[1:]])
         # Neighbouring bands overlap in frequency (their masks cross), so their energies do not simply add: scale
         # the sum to the mean of the levels.
-        return ir * mx.sqrt(mx.mean(level) / (mx.sum(mx.square(ir)) + 1e-20))
+        ir = ir * mx.sqrt(mx.mean(level) / (mx.sum(mx.square(ir)) + 1e-20))
+        if "early" in self:
+            n_early = self.early.shape[0]
+            ir = mx.concatenate([ir[:1], ir[1 : n_early + 1] + self.early, ir[n_early + 1 :]])
+        return ir
 
 
 def resample_impulse_response(impulse_response: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
