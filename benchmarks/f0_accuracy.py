@@ -38,30 +38,28 @@ from mlx_ddsp.features import VOICED_THRESHOLD, estimate_f0, frame_hop
 METRICS = ("RPA", "RCA", "octave", "recall", "false_alarm")
 
 
+SWEEP = np.round(np.arange(0.1, 0.95, 0.1), 1)  # the thresholds of the voicing trade-off
+
+
+def voicing_counts(confidence, true_voiced, keep, thresholds) -> np.ndarray:
+    """(len(thresholds), 4) frame counts at each threshold: truly voiced called voiced, truly voiced, truly unvoiced
+    called voiced, truly unvoiced."""
+    said = confidence[None] >= np.asarray(thresholds)[:, None]
+    voiced, unvoiced = true_voiced & keep, ~true_voiced & keep
+    return np.stack([(said & voiced).sum(1), np.full(len(said), voiced.sum()), (said & unvoiced).sum(1),
+                     np.full(len(said), unvoiced.sum())], axis=1)
+
+
 def scores(f0_hz, confidence, true_f0_hz, true_voiced, keep, threshold) -> dict:
     """Frame counts behind each metric, so groups can be pooled: {metric: (hits, frames)}."""
     voiced = true_voiced & keep
     cents = 1200.0 * np.log2(np.maximum(f0_hz[voiced], 1e-3) / true_f0_hz[voiced])
     chroma = np.abs(cents - 1200.0 * np.round(cents / 1200.0))
-    said_voiced = confidence >= threshold
-    unvoiced = ~true_voiced & keep
     right, right_chroma = np.abs(cents) < 50.0, chroma < 50.0
+    called_voiced, n_voiced, false_alarms, n_unvoiced = voicing_counts(confidence, true_voiced, keep, [threshold])[0]
     return {"RPA": (right.sum(), voiced.sum()), "RCA": (right_chroma.sum(), voiced.sum()),
             "octave": ((right_chroma & ~right).sum(), voiced.sum()),
-            "recall": (said_voiced[voiced].sum(), voiced.sum()),
-            "false_alarm": (said_voiced[unvoiced].sum(), unvoiced.sum())}
-
-
-SWEEP = np.round(np.arange(0.1, 0.95, 0.1), 1)  # the thresholds of the voicing trade-off
-
-
-def voicing_counts(confidence, true_voiced, keep) -> np.ndarray:
-    """(len(SWEEP), 4) frame counts: truly voiced called voiced, truly voiced, truly unvoiced called voiced, truly
-    unvoiced, at each threshold of SWEEP."""
-    said = confidence[None] >= SWEEP[:, None]
-    voiced, unvoiced = true_voiced & keep, ~true_voiced & keep
-    return np.stack([(said & voiced).sum(1), np.full(len(SWEEP), voiced.sum()), (said & unvoiced).sum(1),
-                     np.full(len(SWEEP), unvoiced.sum())], axis=1)
+            "recall": (called_voiced, n_voiced), "false_alarm": (false_alarms, n_unvoiced)}
 
 
 def pooled(counts: list[dict]) -> dict:
@@ -132,7 +130,7 @@ def main() -> None:
                 arrays = (f0_hz[:n], confidence[:n], true_f0[:n], true_voiced[:n])
                 counts[name][group].append(scores(*arrays, ~ambiguous[:n], args.threshold))
                 with_attacks[name].append(scores(*arrays, np.ones(n, bool), args.threshold))
-                sweep[name] += voicing_counts(confidence[:n], true_voiced[:n], ~ambiguous[:n])
+                sweep[name] += voicing_counts(confidence[:n], true_voiced[:n], ~ambiguous[:n], SWEEP)
         condition = {"seconds": seconds, "trackers": {}}
         print(f"\n{folder} ({len(files)} files, {seconds:.0f} s of audio at {args.sample_rate} Hz)")
         print(f"{'group':<14}" + "".join(f"{name + ' ' + m:>18}" for m in METRICS for name in trackers))
