@@ -201,6 +201,7 @@ FUNDAMENTAL_MISSING = 1e-3  # a fundamental 30 dB under the even partials, and n
 N_HARMONICS = 12  # harmonics the spectral octave check looks at
 SUBHARMONICS = (2, 3, 4, 5, 6)  # period multiples the spectral check tells apart (an octave, a twelfth, ...)
 _MULTIPLE_OF = np.array([[k % m == 0 for m in SUBHARMONICS] for k in range(1, N_HARMONICS + 1)], float)  # (K, m)
+STEP_BLOCK = 256  # frames whose path-search steps are built at once (_steps)
 ENERGY_SCALE = 2.0**44  # fixed-point step of the tracker's window energies (exact integer sums, see _difference)
 
 
@@ -210,16 +211,20 @@ def _difference(padded: np.ndarray, offsets: np.ndarray, max_lag: int):
 
     padded: the signal under frames of length W + max_lag, W = max_lag + 2, starting at samples `offsets` (n,)
     of it (_padded).
-    d(tau) = sum over the frame's first W samples of (x[j] - x[j + tau])^2. Returns d and d' (n, max_lag + 1), the
-    Hann-windowed power spectrum (n, fft_size(W + max_lag) // 2 + 1) and the windows' level in dBFS (n,), mean removed.
+    d(tau) = sum over the frame's first W samples of (x[j] - x[j + tau])^2. Returns d and d' (n, max_lag + 1), 4
+    times the Hann-windowed power spectrum (n, fft_size(W + max_lag) // 2 + 1) and the windows' level in dBFS (n,),
+    mean removed.
     """
     window = max_lag + 2
     length = window + max_lag
-    frames = np.lib.stride_tricks.sliding_window_view(padded, length)[offsets].astype(np.float64)
     n_fft = fft_size(length)  # the window is zero beyond `window`, so lags <= max_lag never wrap around
-    # Forward transforms in float64 (numpy's float32 ones are ~2.4x slower), the rest in complex64 (~2x faster).
-    spectrum = np.fft.rfft(frames, n_fft, axis=-1).astype(np.complex64)
-    head = np.fft.rfft(frames[:, :window], n_fft, axis=-1).astype(np.complex64)
+    # Forward transforms of float64 (numpy's float32 ones are ~3x slower) into complex64, the rest in complex64 (~2x
+    # faster), on frames zero-padded here (numpy's own padding costs as much again as the transform).
+    frames = np.zeros((len(offsets), n_fft))
+    frames[:, :length] = np.lib.stride_tricks.sliding_window_view(padded, length)[offsets]
+    spectrum = np.fft.rfft(frames, axis=-1, out=np.empty((len(offsets), n_fft // 2 + 1), np.complex64))
+    frames[:, window:] = 0.0  # now the head: the first W samples
+    head = np.fft.rfft(frames, axis=-1, out=np.empty_like(spectrum))
     correlation = np.fft.irfft(np.conj(head, out=head) * spectrum, n_fft, axis=-1)[:, : max_lag + 1]
     # Energy of every window of W samples, from one running sum of the squares over the call in fixed point (2^-44
     # steps): integer sums are exact and wrap around without loss, so a frame's energies do not depend on which
@@ -234,14 +239,16 @@ def _difference(padded: np.ndarray, offsets: np.ndarray, max_lag: int):
     tau = np.arange(1, max_lag + 1, dtype=np.float32)
     normalised = np.ones_like(difference)
     np.divide(difference[:, 1:] * tau, running, out=normalised[:, 1:], where=running > 1e-12 * window)
-    # The frame's Hann-windowed power spectrum, from its spectrum (a periodic Hann is [-1/4, 1/2, -1/4] across bins).
-    hann = 0.5 * spectrum
-    hann[:, 1:-1] -= 0.25 * (spectrum[:, :-2] + spectrum[:, 2:])
+    # The frame's Hann-windowed spectrum from its spectrum (a periodic Hann is [-1/4, 1/2, -1/4] across bins), here
+    # doubled (exactly: a power of two), so the power below is 4 times the true one; only its ratios are used.
+    neighbours = np.add(spectrum[:, :-2], spectrum[:, 2:])
+    neighbours *= 0.5
+    spectrum[:, 1:-1] -= neighbours
     # Level of each window with its mean removed (a DC offset is no sound), dB re full scale.
     window_sum = np.sum(frames[:, :window], axis=-1, dtype=np.float64)
     variance = np.maximum(energy[offsets] - window_sum**2 / window, 0.0) / window
     level_db = 10.0 * np.log10(np.maximum(variance, 1e-20))
-    return difference, normalised, hann.real**2 + hann.imag**2, level_db
+    return difference, normalised, spectrum.real**2 + spectrum.imag**2, level_db
 
 
 def _candidates(difference: np.ndarray, cmndf: np.ndarray, min_lag: int):
@@ -473,6 +480,17 @@ def _transition(previous_cents: np.ndarray, cents: np.ndarray, jump_cost: np.nda
     return np.where(valid, jump * (jump_cost[..., None, None] / 1200.0), 0.0)
 
 
+def _steps(previous_cents: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray, cost_emit: np.ndarray):
+    """Frame by frame, the (from, to) cost (m, m) of arriving at each of frame t's candidates from each of frame
+    t-1's: the jump (_transition) plus frame t's emission cost. previous_cents (m,): the frame before the first;
+    cents, cost_emit (n, m), jump_cost (n,). Built STEP_BLOCK frames at a time: the (block, m, m) array stays in cache
+    (all n at once took longer than the path search's loop)."""
+    for start in range(0, len(cents), STEP_BLOCK):
+        stop = min(start + STEP_BLOCK, len(cents))
+        before = cents[start - 1 : stop - 1] if start else np.concatenate([previous_cents[None], cents[: stop - 1]])
+        yield from _transition(before, cents[start:stop], jump_cost[start:stop]) + cost_emit[start:stop, None, :]
+
+
 def _viterbi(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) -> np.ndarray:
     """Cheapest path through per-frame candidates; a jump of c cents into frame t costs jump_cost[t] * |c| / 1200.
 
@@ -480,12 +498,12 @@ def _viterbi(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray) ->
     jump_cost: (n,) cost of an octave's jump into each frame.
     """
     n, m = cost_emit.shape
-    steps = _transition(cents[:-1], cents[1:], jump_cost[1:]) + cost_emit[1:, None, :]  # (n-1, from, to)
     back = np.empty((n - 1, m), np.intp)
     total = cost_emit[0].copy()
     scores, to = np.empty((m, m)), np.arange(m)
-    for t in range(n - 1):  # the loop is numpy calls on (m, m): fewest calls, no allocation but the (m,) total
-        np.add(total[:, None], steps[t], out=scores)
+    # The loop is numpy calls on (m, m): fewest calls, no allocation but the (m,) total.
+    for t, step in enumerate(_steps(cents[0], cents[1:], jump_cost[1:], cost_emit[1:])):
+        np.add(total[:, None], step, out=scores)
         back[t] = best = scores.argmin(axis=0)
         total = scores[best, to]
     path = np.empty(n, np.intp)
@@ -508,19 +526,16 @@ def forward_path(cost_emit: np.ndarray, cents: np.ndarray, jump_cost: np.ndarray
     if carry is None:  # the first frame: no transition into it
         total = cost_emit[0].copy()
         path[0] = np.argmin(total)
-        first, previous = 1, cents[:1]
+        first, previous = 1, cents[0]
     else:
-        total, first, previous = carry["total"], 0, carry["cents"][None]
-    steps = (_transition(np.concatenate([previous, cents[first:-1]]), cents[first:], jump_cost[first:])
-             + cost_emit[first:, None, :])  # (n - first, from, to)
-    scores = np.empty(steps.shape[1:])
-    for t in range(first, n):
-        np.add(total[:, None], steps[t - first], out=scores)
+        total, first, previous = carry["total"], 0, carry["cents"]
+    scores = np.empty((len(total), len(total)))
+    for t, step in enumerate(_steps(previous, cents[first:], jump_cost[first:], cost_emit[first:]), first):
+        np.add(total[:, None], step, out=scores)
         total = scores.min(axis=0)
         path[t] = best = total.argmin()
         total -= total[best]  # only differences matter; keeps the sums small over hours
-    previous = cents[-1]
-    return path, {"total": total, "cents": previous}
+    return path, {"total": total, "cents": cents[-1]}
 
 
 def chosen_f0(lags: np.ndarray, path: np.ndarray, confidence: np.ndarray, rate: int, f0_min_hz: float,
