@@ -199,7 +199,7 @@ OFF_MULTIPLE_WEAK, PARTIAL_CONTRAST = 10**-2.5, 10.0  # or above -25 dB where 10
 SEPARATED_BINS = 6.0  # harmonics this many bins apart leave room midway to measure that (see _own_partials)
 FUNDAMENTAL_MISSING = 1e-3  # a fundamental 30 dB under the even partials, and no sharp line, is not there
 N_HARMONICS = 12  # harmonics the spectral octave check looks at
-SUBHARMONICS = (2, 3, 4, 5, 6)  # period multiples the spectral check tells apart (an octave, a twelfth, ...)
+SUBHARMONICS = (2, 3, 4, 5, 6)  # period multiples the spectral check tells apart (an octave, a twelfth, ...; consecutive)
 _MULTIPLE_OF = np.array([[k % m == 0 for m in SUBHARMONICS] for k in range(1, N_HARMONICS + 1)], float)  # (K, m)
 STEP_BLOCK = 256  # frames whose path-search steps are built at once (_steps)
 ENERGY_SCALE = 2.0**44  # fixed-point step of the tracker's window energies (exact integer sums, see _difference)
@@ -267,14 +267,25 @@ def _candidates(difference: np.ndarray, cmndf: np.ndarray, min_lag: int):
     is_min = (interior < d[:, :-2]) & (interior <= d[:, 2:])
     is_min[:, : max(min_lag - 1, 0)] = False
     n = d.shape[0]
-    dip = is_min & (interior < DIP_MAX)
-    first = dip & (np.cumsum(dip, axis=1, dtype=np.int16) <= N_FIRST)  # int16: a frame has < 2^15 minima
-    deepest = np.where(is_min, interior, np.inf).min(axis=1, keepdims=True)
-    deep = is_min & ~first & (interior <= deepest + DEEP_MARGIN)
-    chosen = first | (deep & (np.cumsum(deep, axis=1, dtype=np.int16) <= N_DEEP))
+    # The minima as one list (frame by frame, in lag order): counting them per frame there is cheaper than over
+    # every lag.
+    rows, cols = np.nonzero(is_min)
+    depth = interior[rows, cols]
+    starts = np.flatnonzero(np.diff(rows, prepend=-1))  # where each frame's minima begin
+    lengths = np.diff(starts, append=len(rows))
+
+    def rank_in_frame(flags):  # (k,) 1, 2, ... for each frame's flagged minima in lag order
+        count = np.cumsum(flags)
+        return count - np.repeat(count[starts] - flags[starts], lengths)
+
+    dip = depth < DIP_MAX
+    first = dip & (rank_in_frame(dip) <= N_FIRST)
+    deepest = np.repeat(np.minimum.reduceat(depth, starts), lengths)
+    deep = ~first & (depth <= deepest + DEEP_MARGIN)
+    chosen = first | (deep & (rank_in_frame(deep) <= N_DEEP))
     lags = np.full((n, N_CANDIDATES), np.inf)
     values = np.full((n, N_CANDIDATES), np.inf)
-    rows, cols = np.nonzero(chosen)
+    rows, cols = rows[chosen], cols[chosen]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # position of each candidate within its row
     cols = cols + 1
     left, mid, right = difference[rows, cols - 1], difference[rows, cols], difference[rows, cols + 1]
@@ -329,24 +340,32 @@ def _own_partials(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.n
     """
     n_bins = power.shape[1]
     n_fft = 2 * (n_bins - 1)
-    spacing = np.where(np.isfinite(lags), n_fft / np.where(np.isfinite(lags), lags, 1.0), 0.0)  # bins per harmonic
+    # Only the candidates that exist (most slots are empty) are measured, as one list (c,); the empty ones keep
+    # what an empty spectrum gives: real partials, a fundamental, none missing, no spacing.
+    rows, slots = np.nonzero(np.isfinite(lags))
+    spacing = np.zeros(lags.shape)
+    spacing[rows, slots] = n_fft / lags[rows, slots]  # bins per harmonic
     half_steps = np.arange(1, 2 * N_HARMONICS + 1) / 2.0  # 0.5, 1, 1.5, ...: midway, harmonic 1, midway, ...
-    centre = np.rint(spacing[:, :, None] * half_steps).astype(np.intp)  # (n, M, 2K)
+    centre = np.rint(spacing[rows, slots][:, None] * half_steps).astype(np.intp)  # (c, 2K)
     inside = (centre >= 1) & (centre < n_bins - 1)
     centre = np.clip(centre, 1, n_bins - 2)
     peak = np.maximum(np.maximum(power[:, :-2], power[:, 1:-1]), power[:, 2:])  # bin b + 1: the largest of b..b+2
-    gathered = np.take_along_axis(peak, (centre - 1).reshape(len(power), -1), axis=1).reshape(centre.shape)
-    energy = np.where(inside, gathered, 0.0)
-    harmonics, midway = energy[:, :, 1::2], energy[:, :, 0::2]  # (n, M, K) each
-    multiple = harmonics @ _MULTIPLE_OF  # (n, M, len(SUBHARMONICS)): energy at the harmonics divisible by m
-    off = harmonics.sum(axis=2)[:, :, None] - multiple
-    n_off = np.maximum(inside[:, :, 1::2] @ (1.0 - _MULTIPLE_OF), 1.0)  # harmonics off the multiples, per m
-    floor = midway.sum(axis=2) / np.maximum(inside[:, :, 0::2].sum(axis=2), 1)  # (n, M): mean energy midway
-    fundamental = harmonics[:, :, 0] >= PARTIAL_CONTRAST * floor  # (n, M): a sharp line at the fundamental
+    energy = np.where(inside, peak[rows[:, None], centre - 1], 0.0)
+    harmonics, midway = energy[:, 1::2], energy[:, 0::2]  # (c, K) each
+    multiple = harmonics @ _MULTIPLE_OF  # (c, len(SUBHARMONICS)): energy at the harmonics divisible by m
+    off = harmonics.sum(axis=1)[:, None] - multiple
+    n_off = np.maximum(inside[:, 1::2] @ (1.0 - _MULTIPLE_OF), 1.0)  # harmonics off the multiples, per m
+    floor = midway.sum(axis=1) / np.maximum(inside[:, 0::2].sum(axis=1), 1)  # (c,): mean energy midway
+    fundamental = np.ones(lags.shape, bool)
+    fundamental[rows, slots] = harmonics[:, 0] >= PARTIAL_CONTRAST * floor  # a sharp line at the fundamental
     separated = spacing >= SEPARATED_BINS
-    sharp = (off >= PARTIAL_CONTRAST * n_off * floor[:, :, None]) & (fundamental & separated)[:, :, None]
-    real = (off >= OFF_MULTIPLE_MIN * multiple) | (sharp & (off >= OFF_MULTIPLE_WEAK * multiple))
-    missing = separated & ~fundamental & (harmonics[:, :, 0] < FUNDAMENTAL_MISSING * multiple[:, :, 0])
+    listed = (fundamental & separated)[rows, slots]
+    sharp = (off >= PARTIAL_CONTRAST * n_off * floor[:, None]) & listed[:, None]
+    real = np.ones(lags.shape + (len(SUBHARMONICS),), bool)
+    real[rows, slots] = (off >= OFF_MULTIPLE_MIN * multiple) | (sharp & (off >= OFF_MULTIPLE_WEAK * multiple))
+    missing = np.zeros(lags.shape, bool)
+    missing[rows, slots] = (separated[rows, slots] & ~fundamental[rows, slots]
+                            & (harmonics[:, 0] < FUNDAMENTAL_MISSING * multiple[:, 0]))
     return real, spacing, fundamental, missing
 
 
@@ -377,19 +396,18 @@ def _octave_arbitration(lags: np.ndarray, values: np.ndarray, probs: np.ndarray,
     real, spacing, fundamental, missing = _own_partials(power, lags)
     resolved = spacing >= 3.0
     own = np.broadcast_to(np.arange(probs.shape[1]), probs.shape)  # every candidate keeping its probability
-    # Which candidate hands its probability to which, for every (long j, multiple m): these depend on the lags and
-    # the spectrum only, so they are found at once, and the hand-overs follow chains (_pass_along).
-    shorts = np.empty(real.shape, np.intp)  # (n, long, m): the short candidate nearest a period m times shorter
-    near = np.empty(real.shape, bool)
-    for index, m in enumerate(SUBHARMONICS):
-        at_m = np.where(multiple == m, distance, np.inf)
-        shorts[:, :, index] = np.argmin(at_m, axis=2)
-        near[:, :, index] = np.isfinite(at_m).any(axis=2)
-    moves = near & resolved[:, :, None] & ~real  # (n, long, m)
-    short_fundamental = np.take_along_axis(fundamental, shorts.reshape(len(probs), -1), axis=1).reshape(shorts.shape)
-    moves |= near & missing[:, :, None] & short_fundamental  # the common period of two notes (a tail under the next)
-    first = np.argmax(moves, axis=2)[:, :, None]  # the smallest multiple with a hand-over
-    probs = _pass_along(probs, np.where(moves.any(axis=2), np.take_along_axis(shorts, first, axis=2)[:, :, 0], own))
+    # Which candidate hands its probability to which: these depend on the lags and the spectrum only, so they are
+    # found at once, and the hand-overs follow chains (_pass_along). A long candidate j hands down to a short one s
+    # at a multiple m when j has no real partials off the m-th harmonics, or when j's fundamental is missing and s's
+    # is there (the common period of two notes: a tail under the next); to the s of the smallest such m, the one
+    # nearest a whole multiple.
+    near = np.isfinite(distance) & (multiple >= SUBHARMONICS[0]) & (multiple <= SUBHARMONICS[-1])  # (n, long, short)
+    index = np.where(near, multiple, SUBHARMONICS[0]).astype(np.intp) - SUBHARMONICS[0]  # m's place in SUBHARMONICS
+    moves = near & ((resolved[:, :, None] & ~np.take_along_axis(real, index, axis=2))
+                    | (missing[:, :, None] & fundamental[:, None, :]))
+    key = np.where(moves, multiple + distance, np.inf)  # distance < 0.5: the multiple first, then the distance
+    to = np.argmin(key, axis=2)
+    probs = _pass_along(probs, np.where(np.take_along_axis(moves, to[:, :, None], axis=2)[:, :, 0], to, own))
     double = np.abs(ratio - 2.0) < 0.06
     target = np.argmin(np.where(double, values[:, None, :], np.inf), axis=2)  # (n, short): deepest dip near 2x
     double_target = np.take_along_axis(double, target[:, :, None], axis=2)[:, :, 0]
