@@ -199,7 +199,7 @@ OFF_MULTIPLE_WEAK, PARTIAL_CONTRAST = 10**-2.5, 10.0  # or above -25 dB where 10
 SEPARATED_BINS = 6.0  # harmonics this many bins apart leave room midway to measure that (see _own_partials)
 FUNDAMENTAL_MISSING = 1e-3  # a fundamental 30 dB under the even partials, and no sharp line, is not there
 N_HARMONICS = 12  # harmonics the spectral octave check looks at
-SUBHARMONICS = (2, 3, 4, 5, 6)  # period multiples the spectral check tells apart (an octave, a twelfth, ...; consecutive)
+SUBHARMONICS = (2, 3, 4, 5, 6)  # consecutive period multiples the spectral check tells apart (octave, twelfth, ...)
 _MULTIPLE_OF = np.array([[k % m == 0 for m in SUBHARMONICS] for k in range(1, N_HARMONICS + 1)], float)  # (K, m)
 STEP_BLOCK = 256  # frames whose path-search steps are built at once (_steps)
 ENERGY_SCALE = 2.0**44  # fixed-point step of the tracker's window energies (exact integer sums, see _difference)
@@ -343,10 +343,9 @@ def _own_partials(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.n
     # Only the candidates that exist (most slots are empty) are measured, as one list (c,); the empty ones keep
     # what an empty spectrum gives: real partials, a fundamental, none missing, no spacing.
     rows, slots = np.nonzero(np.isfinite(lags))
-    spacing = np.zeros(lags.shape)
-    spacing[rows, slots] = n_fft / lags[rows, slots]  # bins per harmonic
+    listed_spacing = n_fft / lags[rows, slots]  # (c,) bins per harmonic
     half_steps = np.arange(1, 2 * N_HARMONICS + 1) / 2.0  # 0.5, 1, 1.5, ...: midway, harmonic 1, midway, ...
-    centre = np.rint(spacing[rows, slots][:, None] * half_steps).astype(np.intp)  # (c, 2K)
+    centre = np.rint(listed_spacing[:, None] * half_steps).astype(np.intp)  # (c, 2K)
     inside = (centre >= 1) & (centre < n_bins - 1)
     centre = np.clip(centre, 1, n_bins - 2)
     peak = np.maximum(np.maximum(power[:, :-2], power[:, 1:-1]), power[:, 2:])  # bin b + 1: the largest of b..b+2
@@ -356,16 +355,17 @@ def _own_partials(power: np.ndarray, lags: np.ndarray) -> tuple[np.ndarray, np.n
     off = harmonics.sum(axis=1)[:, None] - multiple
     n_off = np.maximum(inside[:, 1::2] @ (1.0 - _MULTIPLE_OF), 1.0)  # harmonics off the multiples, per m
     floor = midway.sum(axis=1) / np.maximum(inside[:, 0::2].sum(axis=1), 1)  # (c,): mean energy midway
+    listed_fundamental = harmonics[:, 0] >= PARTIAL_CONTRAST * floor  # (c,): a sharp line at the fundamental
+    separated = listed_spacing >= SEPARATED_BINS
+    sharp = (off >= PARTIAL_CONTRAST * n_off * floor[:, None]) & (listed_fundamental & separated)[:, None]
+    spacing = np.zeros(lags.shape)
+    spacing[rows, slots] = listed_spacing
     fundamental = np.ones(lags.shape, bool)
-    fundamental[rows, slots] = harmonics[:, 0] >= PARTIAL_CONTRAST * floor  # a sharp line at the fundamental
-    separated = spacing >= SEPARATED_BINS
-    listed = (fundamental & separated)[rows, slots]
-    sharp = (off >= PARTIAL_CONTRAST * n_off * floor[:, None]) & listed[:, None]
+    fundamental[rows, slots] = listed_fundamental
     real = np.ones(lags.shape + (len(SUBHARMONICS),), bool)
     real[rows, slots] = (off >= OFF_MULTIPLE_MIN * multiple) | (sharp & (off >= OFF_MULTIPLE_WEAK * multiple))
     missing = np.zeros(lags.shape, bool)
-    missing[rows, slots] = (separated[rows, slots] & ~fundamental[rows, slots]
-                            & (harmonics[:, 0] < FUNDAMENTAL_MISSING * multiple[:, 0]))
+    missing[rows, slots] = separated & ~listed_fundamental & (harmonics[:, 0] < FUNDAMENTAL_MISSING * multiple[:, 0])
     return real, spacing, fundamental, missing
 
 
