@@ -16,7 +16,8 @@ Variants (each a set of overrides on top of the recipe and your key=value words)
     harmonic+noise+reverb      synth.noise=true  synth.reverb=true  model.encoder=false
     harmonic+noise+reverb+z    synth.noise=true  synth.reverb=true  model.encoder=true
   --set speed: gru@250, gru@50, mingru@250, mingru@50 (model.recurrent @ model.frame_rate)
-  --set rooms: harmonic+noise with no room (reverb-off), every tap learned (free-ir) or the parametric room
+  --set rooms: harmonic+noise with no room (reverb-off), every tap learned (free-ir), the parametric room alone
+               (parametric) or with 50 ms of early taps (parametric+early: the default room)
 Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split
 (with --dry, also its dry output against the clips' dry recordings: dry_spectral_loss; see `mlx_ddsp.eval`).
 All variants train on the same examples: unless data.lead_in_seconds is set, a set with a room variant gives every
@@ -61,7 +62,7 @@ VARIANT_SETS = {
         "reverb-off": ["synth.noise=true", "synth.reverb=false", "model.encoder=false"],
         "free-ir": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=free", "model.encoder=false"],
         "parametric": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
-                       "model.encoder=false"],
+                       "synth.room_early_ms=0", "model.encoder=false"],
         "parametric+early": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
                              "synth.room_early_ms=50", "model.encoder=false"],
     },
@@ -140,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs/ablation", help="folder for the runs and the table")
     parser.add_argument("--set", default="branches", choices=list(VARIANT_SETS),
                         help="branches (default): the model's branches; speed: recurrent layer x decoder frame "
-                             "rate; rooms: no room, a free impulse response, the parametric room (also with 50 ms "
-                             "of early taps)")
+                             "rate; rooms: no room, a free impulse response, the parametric room (alone, and with "
+                             "50 ms of early taps: the default)")
     parser.add_argument("--variants", nargs="+", help="only these variants of the set")
     parser.add_argument("--dry", help="a folder of the validation clips' dry recordings (see mlx_ddsp.eval --dry)")
     return parser

@@ -81,7 +81,7 @@ class SynthConfig:
     reverb_seconds: float = 3.0  # impulse response length (Magenta: 48000 samples at 16 kHz)
     room_rt60_s: float = 0.5  # parametric room: the decay time it starts from
     room_level_db: float = -15.0  # parametric room: the wet-to-dry energy ratio it starts from
-    room_early_ms: float = 0.0  # parametric room: this long a start of the impulse response learned tap by tap
+    room_early_ms: float = 50.0  # parametric room: this long a start of the impulse response learned tap by tap (0: none)
 
 
 @dataclass
