@@ -62,9 +62,13 @@ VARIANT_SETS = {
         "reverb-off": ["synth.noise=true", "synth.reverb=false", "model.encoder=false"],
         "free-ir": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=free", "model.encoder=false"],
         "parametric": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
-                       "synth.room_early_ms=0", "model.encoder=false"],
+                       "synth.room_early_ms=0", "synth.room_learn_noise=false", "model.encoder=false"],
         "parametric+early": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
-                             "synth.room_early_ms=50", "model.encoder=false"],
+                             "synth.room_early_ms=50", "synth.room_learn_noise=false", "model.encoder=false"],
+        "learned-noise": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
+                          "synth.room_early_ms=0", "synth.room_learn_noise=true", "model.encoder=false"],
+        "learned-noise+early": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
+                                "synth.room_early_ms=50", "synth.room_learn_noise=true", "model.encoder=false"],
     },
 }
 
