@@ -44,6 +44,13 @@ from mlx_ddsp.eval import evaluate
 from mlx_ddsp.metrics import BETTER, REPORTED
 from mlx_ddsp.train import REVERB_LEAD_IN_S, lead_in_frames_for, train
 
+def _parametric_room(early_ms: int, learn_noise: bool = False, learn_bands: bool = False) -> list[str]:
+    """The overrides of a rooms-set variant with the parametric room: every room key set, whatever the defaults."""
+    return ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric", f"synth.room_early_ms={early_ms}",
+            f"synth.room_learn_noise={str(learn_noise).lower()}", f"synth.room_learn_bands={str(learn_bands).lower()}",
+            "model.encoder=false"]
+
+
 VARIANT_SETS = {
     "branches": {  # the paper's model, one branch at a time
         "harmonic": ["synth.noise=false", "synth.reverb=false", "model.encoder=false"],
@@ -61,14 +68,10 @@ VARIANT_SETS = {
     "rooms": {  # the room models on the same decoder
         "reverb-off": ["synth.noise=true", "synth.reverb=false", "model.encoder=false"],
         "free-ir": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=free", "model.encoder=false"],
-        "parametric": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
-                       "synth.room_early_ms=0", "synth.room_learn_noise=false", "model.encoder=false"],
-        "parametric+early": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
-                             "synth.room_early_ms=50", "synth.room_learn_noise=false", "model.encoder=false"],
-        "learned-noise": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
-                          "synth.room_early_ms=0", "synth.room_learn_noise=true", "model.encoder=false"],
-        "learned-noise+early": ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric",
-                                "synth.room_early_ms=50", "synth.room_learn_noise=true", "model.encoder=false"],
+        "parametric": _parametric_room(early_ms=0),
+        "parametric+early": _parametric_room(early_ms=50),
+        "learned-noise+early": _parametric_room(early_ms=50, learn_noise=True),
+        "learned-bands+early": _parametric_room(early_ms=50, learn_bands=True),
     },
 }
 

@@ -83,6 +83,7 @@ class SynthConfig:
     room_level_db: float = -15.0  # parametric room: the wet-to-dry energy ratio it starts from
     room_early_ms: float = 50.0  # parametric room: this long a start of the impulse response learned tap by tap (0: none)
     room_learn_noise: bool = False  # parametric room: the noise under its decays learned tap by tap (the room's own)
+    room_learn_bands: bool = False  # parametric room: each band's gain learned at every frequency bin (the room's colour)
 
 
 @dataclass
