@@ -4,8 +4,7 @@
     python benchmarks/room_fit.py corpus/rooms/cello --room rt60_0.8 --out results.json
 
 For one room of a `scripts/render_rooms.py` folder: a gain on the direct sound (OUT/rt60_<T>_direct) and a room
-model (`mlx_ddsp.rooms.ParametricRoom` with 50 ms of early taps; its noise and its bands fixed, or either or both
-learned: `--variants`) are trained together with Adam (learning rate 1e-3, batch 8 of 1 s lead-in + 2 s, the training loss
+model (`mlx_ddsp.rooms.ParametricRoom` with 50 ms of early taps, its noise fixed or learned: `--variants`) are trained together with Adam (learning rate 1e-3, batch 8 of 1 s lead-in + 2 s, the training loss
 on the 2 s) to turn the direct sound of files 00-05 into their reverberant recording. Then, on the first 20 s of
 files 06 and 07: the spectral loss (beside that of the direct sound through the true room, resampled to 16 kHz:
 not 0, the files being 16-bit), the learned RT60, and the learned impulse response's correlation with the true one (normalised at the direct path, resampled
@@ -40,8 +39,6 @@ GAIN_DB_UNIT = 100.0
 ROOMS = {  # as ablate's rooms set names them: what each learns beyond the decays, levels and 50 ms of early taps
     "parametric+early": {},
     "learned-noise+early": {"learn_noise": True},
-    "learned-bands+early": {"learn_bands": True},
-    "learned-noise+bands+early": {"learn_noise": True, "learn_bands": True},
 }
 
 

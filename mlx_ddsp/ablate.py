@@ -16,8 +16,9 @@ Variants (each a set of overrides on top of the recipe and your key=value words)
     harmonic+noise+reverb      synth.noise=true  synth.reverb=true  model.encoder=false
     harmonic+noise+reverb+z    synth.noise=true  synth.reverb=true  model.encoder=true
   --set speed: gru@250, gru@50, mingru@250, mingru@50 (model.recurrent @ model.frame_rate)
-  --set rooms: harmonic+noise with no room (reverb-off), every tap learned (free-ir), the parametric room alone
-               (parametric) or with 50 ms of early taps (parametric+early: the default room)
+  --set rooms: harmonic+noise with no room (reverb-off), every tap learned (free-ir), the parametric room with its
+               fixed noise alone (parametric) or with 50 ms of early taps (parametric+early), and with its noise
+               learned too (learned-noise+early: the default room)
 Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split
 (with --dry, also its dry output against the clips' dry recordings: dry_spectral_loss; see `mlx_ddsp.eval`).
 All variants train on the same examples: unless data.lead_in_seconds is set, a set with a room variant gives every
@@ -44,11 +45,10 @@ from mlx_ddsp.eval import evaluate
 from mlx_ddsp.metrics import BETTER, REPORTED
 from mlx_ddsp.train import REVERB_LEAD_IN_S, lead_in_frames_for, train
 
-def _parametric_room(early_ms: int, learn_noise: bool = False, learn_bands: bool = False) -> list[str]:
+def _parametric_room(early_ms: int, learn_noise: bool = False) -> list[str]:
     """The overrides of a rooms-set variant with the parametric room: every room key set, whatever the defaults."""
     return ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric", f"synth.room_early_ms={early_ms}",
-            f"synth.room_learn_noise={str(learn_noise).lower()}", f"synth.room_learn_bands={str(learn_bands).lower()}",
-            "model.encoder=false"]
+            f"synth.room_learn_noise={str(learn_noise).lower()}", "model.encoder=false"]
 
 
 VARIANT_SETS = {
@@ -71,7 +71,6 @@ VARIANT_SETS = {
         "parametric": _parametric_room(early_ms=0),
         "parametric+early": _parametric_room(early_ms=50),
         "learned-noise+early": _parametric_room(early_ms=50, learn_noise=True),
-        "learned-bands+early": _parametric_room(early_ms=50, learn_bands=True),
     },
 }
 

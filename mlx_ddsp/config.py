@@ -82,8 +82,7 @@ class SynthConfig:
     room_rt60_s: float = 0.5  # parametric room: the decay time it starts from
     room_level_db: float = -15.0  # parametric room: the wet-to-dry energy ratio it starts from
     room_early_ms: float = 50.0  # parametric room: this long a start of the impulse response learned tap by tap (0: none)
-    room_learn_noise: bool = False  # parametric room: the noise under its decays learned tap by tap (the room's own)
-    room_learn_bands: bool = False  # parametric room: each band's gain learned at every frequency bin (the room's colour)
+    room_learn_noise: bool = True  # parametric room: the noise under its decays learned tap by tap (false: a fixed draw)
 
 
 @dataclass

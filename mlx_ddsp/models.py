@@ -330,8 +330,7 @@ class DDSP(nn.Module):
             elif synth_cfg.reverb_model == "parametric":
                 self.room = ParametricRoom(n_taps, sample_rate, synth_cfg.room_rt60_s, synth_cfg.room_level_db,
                                            n_early=round(synth_cfg.room_early_ms * sample_rate / 1000),
-                                           learn_noise=synth_cfg.room_learn_noise,
-                                           learn_bands=synth_cfg.room_learn_bands)
+                                           learn_noise=synth_cfg.room_learn_noise)
             else:
                 raise ValueError(f"synth.reverb_model must be 'free' or 'parametric', not {synth_cfg.reverb_model!r}")
 

@@ -71,18 +71,14 @@ class ParametricRoom(nn.Module):
     """
 
     def __init__(self, n_samples: int, sample_rate: int, rt60_s: float = 0.5, level_db: float = -15.0,
-                 seed: int = 0, n_early: int = 0, learn_noise: bool = False, learn_bands: bool = False):
+                 seed: int = 0, n_early: int = 0, learn_noise: bool = False):
         super().__init__()
         self.sample_rate = sample_rate
         self.noise = _Constant(band_noise(n_samples, sample_rate, seed))
         n_bands = self.noise.value.shape[0]
-        masks = band_masks(n_samples, sample_rate).astype(np.float32)
         if learn_noise:  # the draw the bands sum to, learned from there
             self.noise_taps = mx.array(self.noise.value.sum(axis=0) / NOISE_UNIT)
-        if learn_bands:  # each band's gain at every frequency bin, learned from the octave triangles
-            self.band_gains = mx.array(masks)
-        elif learn_noise:
-            self.masks = _Constant(masks)
+            self.masks = _Constant(band_masks(n_samples, sample_rate).astype(np.float32))
         self.log_rt60 = mx.full((n_bands,), math.log(rt60_s) / LOG_RT60_UNIT)  # in LOG_RT60_UNIT
         self.level = mx.full((n_bands,), level_db / LEVEL_DB_UNIT)  # in LEVEL_DB_UNIT
         if not 0 <= n_early < n_samples:
@@ -100,12 +96,10 @@ class ParametricRoom(nn.Module):
 
     def band_noise(self) -> mx.array:
         """(n_bands, n_samples) the noise under the envelopes: the fixed draw's bands, or the learned taps' bands."""
-        if "noise_taps" not in self and "band_gains" not in self:
+        if "noise_taps" not in self:
             return mx.array(self.noise.value)
-        n_samples = self.noise.value.shape[1]
-        draw = NOISE_UNIT * self.noise_taps if "noise_taps" in self else mx.array(self.noise.value.sum(axis=0))
-        gains = self.band_gains if "band_gains" in self else mx.array(self.masks.value)
-        return mx.fft.irfft(mx.fft.rfft(draw)[None] * gains, n=n_samples, axis=-1)
+        spectrum = mx.fft.rfft(NOISE_UNIT * self.noise_taps)
+        return mx.fft.irfft(spectrum[None] * mx.array(self.masks.value), n=self.noise_taps.shape[0], axis=-1)
 
     def impulse_response(self) -> mx.array:
         """(n_samples,) the room's impulse response, first tap 0 (the dry path is the model's own)."""
