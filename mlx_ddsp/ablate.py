@@ -45,6 +45,7 @@ from mlx_ddsp.eval import evaluate
 from mlx_ddsp.metrics import BETTER, REPORTED
 from mlx_ddsp.train import REVERB_LEAD_IN_S, lead_in_frames_for, train
 
+
 def _parametric_room(early_ms: int, learn_noise: bool = False) -> list[str]:
     """The overrides of a rooms-set variant with the parametric room: every room key set, whatever the defaults."""
     return ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=parametric", f"synth.room_early_ms={early_ms}",

@@ -9,7 +9,9 @@ depends on frequency. `ParametricRoom` models it with a fixed white-noise draw s
 sum to the noise), each band shaped by an exponential decay with its own learned RT60 and its own learned level.
 That is two parameters per band instead of tens of thousands of free taps. The levels set the wet-to-dry energy
 ratio for a white input, 10 log10(mean_b 10^(level_b / 10)) dB (0 dB: the reverberation carries as much energy as
-the dry sound), whatever the decays, so the initial values mean what they say.
+the dry sound), whatever the decays, so the initial values mean what they say. A real room is one particular draw,
+which gives every frequency its own gain: with learn_noise the draw itself is learned (`synth.room_learn_noise`, the
+model's default), still under the band decays.
 """
 
 from __future__ import annotations
