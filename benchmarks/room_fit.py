@@ -53,6 +53,15 @@ class DirectThroughRoom(nn.Module):
         return reverb(dry, self.room.impulse_response()[: direct.shape[-1]])
 
 
+def true_impulse_response(room_folder: Path, sample_rate: int) -> np.ndarray:
+    """A render_rooms.py room's impulse response at sample_rate, from its direct path (tap 0, 1) on: the room a
+    model's dry output would go through."""
+    ir_rate = sf.info(next(room_folder.glob("*.wav"))).samplerate  # room_ir.npy is at its files' rate
+    ir = soxr.resample(np.load(room_folder / "room_ir.npy").astype(np.float64), ir_rate, sample_rate)
+    direct_at = int(np.argmax(np.abs(ir)))
+    return ir[direct_at:] / ir[direct_at]
+
+
 def fit(wet: list, direct: list, room: str, steps: int, seed: int = 0) -> DirectThroughRoom:
     rng = np.random.default_rng(seed)
     model = DirectThroughRoom(room)
@@ -85,10 +94,7 @@ def main() -> None:
     names = sorted(p.name for p in (root / info["folder"]).iterdir() if p.suffix == ".wav")
     wet = [load_audio(root / info["folder"] / n, SAMPLE_RATE) for n in names]
     direct = [load_audio(root / info["direct_folder"] / n, SAMPLE_RATE) for n in names]
-    rate = sf.info(root / info["folder"] / names[0]).samplerate  # the rate room_ir.npy was simulated at
-    true_ir = soxr.resample(np.load(root / info["folder"] / "room_ir.npy").astype(np.float64), rate, SAMPLE_RATE)
-    direct_at = int(np.argmax(np.abs(true_ir)))
-    true_ir = true_ir[direct_at:] / true_ir[direct_at]  # the direct path at tap 0, as the model's dry path
+    true_ir = true_impulse_response(root / info["folder"], SAMPLE_RATE)
     excerpts = [(mx.array(direct[i][None, : 20 * SAMPLE_RATE]), mx.array(wet[i][None, LEAD_IN : 20 * SAMPLE_RATE]))
                 for i in (6, 7)]
 

@@ -21,11 +21,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 from scipy.signal import fftconvolve  # scipy comes with pyroomacoustics, which render_rooms needs
 
 from common import write_json
+from room_fit import true_impulse_response
 from mlx_ddsp.audio import load_audio
 from mlx_ddsp.config import load_config
 from mlx_ddsp.metrics import clip_metrics, track
@@ -43,10 +42,7 @@ def main() -> None:
     rate = cfg.data.sample_rate
     info = next(r for r in json.loads((root / "rooms.json").read_text()) if r["folder"] == args.room)
     clips = sorted(p.parent.name for p in (run / "eval").glob("*/recon.wav"))
-    ir_rate = sf.info(root / info["folder"] / f"{clips[0]}.wav").samplerate  # the rate room_ir.npy was simulated at
-    ir = soxr.resample(np.load(root / info["folder"] / "room_ir.npy").astype(np.float64), ir_rate, rate)
-    direct_at = int(np.argmax(np.abs(ir)))
-    ir = ir[direct_at:] / ir[direct_at]  # the direct path at tap 0: the dry output plays it
+    ir = true_impulse_response(root / info["folder"], rate)
     records = []
     for clip in clips:
         dry_output = load_audio(run / "eval" / clip / "recon.wav", rate)
