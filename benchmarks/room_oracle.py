@@ -20,14 +20,15 @@ import argparse
 import json
 from pathlib import Path
 
+import mlx.core as mx
 import numpy as np
-from scipy.signal import fftconvolve  # scipy comes with pyroomacoustics, which render_rooms needs
 
 from common import write_json
 from room_fit import true_impulse_response
 from mlx_ddsp.audio import load_audio
 from mlx_ddsp.config import load_config
 from mlx_ddsp.metrics import clip_metrics, track
+from mlx_ddsp.synth import fft_convolve
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ def main() -> None:
         dry_output = load_audio(run / "eval" / clip / "recon.wav", rate)
         wet = load_audio(root / info["folder"] / f"{clip}.wav", rate)
         n = min(len(dry_output), len(wet))
-        through_room = fftconvolve(dry_output[:n], ir)[:n].astype(np.float32)
+        through_room = np.array(fft_convolve(mx.array(dry_output[None, :n]), mx.array(ir.astype(np.float32))))[0]
         metrics = clip_metrics(wet[:n], through_room, track(wet[:n], cfg), cfg)
         records.append({"clip": clip, "room": info["folder"], "spectral_loss": metrics["spectral_loss"],
                         "f0_outlier_ratio": metrics["f0_outlier_ratio"]})
