@@ -4,11 +4,12 @@
     python benchmarks/room_fit.py corpus/rooms/cello --room rt60_0.8 --out results.json
 
 For one room of a `scripts/render_rooms.py` folder: a gain on the direct sound (OUT/rt60_<T>_direct) and a room
-model (`mlx_ddsp.rooms.ParametricRoom` with 50 ms of early taps, its noise fixed or learned: `--variants`) are trained together with Adam (learning rate 1e-3, batch 8 of 1 s lead-in + 2 s, the training loss
-on the 2 s) to turn the direct sound of files 00-05 into their reverberant recording. Then, on the first 20 s of
-files 06 and 07: the spectral loss (beside that of the direct sound through the true room, resampled to 16 kHz:
-not 0, the files being 16-bit), the learned RT60, and the learned impulse response's correlation with the true one (normalised at the direct path, resampled
-to 16 kHz): 0 for an unrelated room, 1 for the room itself.
+model (`mlx_ddsp.rooms.ParametricRoom` with 50 ms of early taps, its noise fixed or learned: `--variants`) are
+trained together with Adam (learning rate 1e-3, batch 8 of 1 s lead-in + 2 s, the training loss on the 2 s) to turn
+the direct sound of files 00-05 into their reverberant recording. Then, on the first 20 s of files 06 and 07: the
+spectral loss (beside that of the direct sound through the true room, resampled to 16 kHz: not 0, the files being
+16-bit), the learned RT60, and the learned impulse response's correlation with the true one (normalised at the
+direct path, resampled to 16 kHz): 0 for an unrelated room, 1 for the room itself.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from mlx_ddsp.synth import reverb
 SAMPLE_RATE = 16000
 LEAD_IN, WINDOW = SAMPLE_RATE, 2 * SAMPLE_RATE
 GAIN_DB_UNIT = 100.0
-
 
 ROOMS = {  # as ablate's rooms set names them: what each learns beyond the decays, levels and 50 ms of early taps
     "parametric+early": {},
