@@ -96,7 +96,7 @@ class ParametricRoom(nn.Module):
         """(n_bands,) levels in dB."""
         return LEVEL_DB_UNIT * self.level
 
-    def band_noise(self) -> mx.array:
+    def noise_bands(self) -> mx.array:
         """(n_bands, n_samples) the noise under the envelopes: the fixed draw's bands, or the learned taps' bands."""
         if "noise_taps" not in self:
             return mx.array(self.noise.value)
@@ -105,7 +105,7 @@ class ParametricRoom(nn.Module):
 
     def impulse_response(self) -> mx.array:
         """(n_samples,) the room's impulse response, first tap 0 (the dry path is the model's own)."""
-        noise = self.band_noise()  # (n_bands, n_samples)
+        noise = self.noise_bands()  # (n_bands, n_samples)
         t = mx.arange(noise.shape[1]) / self.sample_rate
         envelope = mx.power(10.0, -(DECAY_DB / 20.0) * t[None] / self.rt60_s()[:, None])  # amplitude
         bands = envelope * noise
