@@ -6,6 +6,11 @@ loss), used by eval and the benchmarks.
 
 Clip metrics (see `clip_metrics`):
   spectral_loss          the recipe's multi-scale spectral loss over the whole clip
+  mel_l1_db              mean |dB difference| of the two log-mel spectrograms (`mel_distance_db`): the spectral
+                         envelope over time, blind to the fine structure within a band (a room's random gain at
+                         each frequency, which no model can match, costs the spectral loss's log term ~0.69 per
+                         bin for any other draw of it against ~0.48 for a smooth estimate; averaged over a band's
+                         bins, it costs little here)
   loudness_l1_db         mean |loudness(recon) - loudness(target)| over frames where the target is above -60 dB
   f0_l1_cents            mean |f0(recon) - f0(target)| in cents over frames both trackers are >= 0.85 sure of
   f0_outlier_ratio       share of the target's confident frames where the recon is > 100 cents off or unvoiced
@@ -19,20 +24,27 @@ Clip metrics (see `clip_metrics`):
 
 from __future__ import annotations
 
+import math
+
 import mlx.core as mx
 import numpy as np
 
 from mlx_ddsp.config import Config
 from mlx_ddsp.features import (VOICED_THRESHOLD, centred_frames, estimate_f0, frame_hop,
                                frame_loudness, loudness_window)
-from mlx_ddsp.losses import recipe_loss
+from mlx_ddsp.losses import magnitude_spectrogram, recipe_loss
+from mlx_ddsp.mfcc import mel_matrix
 
 AUDIBLE_DB = -60.0  # loudness_l1_db counts target frames above this
 CONFIDENT = 0.85  # f0 metrics use frames the tracker is at least this sure of
 VOICED = VOICED_THRESHOLD  # below this confidence the reconstruction counts as unvoiced
 OUTLIER_CENTS = 100.0
+MEL_BANDS = 64  # mel_l1_db: bands from MEL_LO_HZ to Nyquist, on an FFT of MEL_WINDOW_S, 75 % overlap
+MEL_LO_HZ = 20.0
+MEL_WINDOW_S = 0.064  # 1024 samples at 16 kHz (rounded to a power of two at other rates)
+MEL_RANGE_DB = 80.0  # both spectrograms floored this far below the target's loudest band
 BAND_HZ = (8000.0, 20000.0)  # the top octave(s) a 16 kHz model cannot reach (capped at Nyquist)
-METRICS = ("spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio", "comb_harmonic_share",
+METRICS = ("spectral_loss", "mel_l1_db", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio", "comb_harmonic_share",
            "band_spectral_loss", "band_energy_db")
 TRUTH_METRICS = ("f0_truth_rpa", "f0_truth_l1_cents")
 DRY_METRICS = ("dry_spectral_loss",)
@@ -74,6 +86,7 @@ def clip_metrics(target: np.ndarray, recon: np.ndarray, target_features: dict, c
     hop = frame_hop(sample_rate, cfg.features.frame_rate)
     metrics = {
         "spectral_loss": loss,
+        "mel_l1_db": mel_distance_db(target, recon, sample_rate),
         "loudness_l1_db": float(np.mean(np.abs(loud_r[: len(loud_t)] - loud_t)[audible])) if audible.any() else None,
         "f0_l1_cents": float(np.mean(cents[both])) if both.any() else None,
         "f0_outlier_ratio": float(np.mean(outliers[confident])) if confident.any() else None,
@@ -84,6 +97,22 @@ def clip_metrics(target: np.ndarray, recon: np.ndarray, target_features: dict, c
     if truth is not None:
         metrics.update(truth_metrics(f0_r, truth))
     return metrics
+
+
+def mel_distance_db(target: np.ndarray, recon: np.ndarray, sample_rate: int) -> float:
+    """Mean over frames and bands of |mel_db(target) - mel_db(recon)| (both (N,) at sample_rate Hz; the longer one
+    is cut to the shorter): mel_db is 10 log10 of the power of a Hann-windowed STFT (MEL_WINDOW_S, 75 % overlap)
+    summed over MEL_BANDS triangular mel bands (`mfcc.mel_matrix`, MEL_LO_HZ to Nyquist), floored MEL_RANGE_DB below
+    the target's loudest band. 0 for equal signals; a gain of g dB scores |g| (above the floor)."""
+    n = min(len(target), len(recon))
+    n_fft = 2 ** int(round(math.log2(MEL_WINDOW_S * sample_rate)))
+    weights = mel_matrix(sample_rate, n_fft, MEL_BANDS, MEL_LO_HZ, sample_rate / 2.0)
+    mel_db = []
+    for audio in (target, recon):
+        power = mx.square(magnitude_spectrogram(mx.array(np.asarray(audio[:n], np.float32)[None]), n_fft))[0]
+        mel_db.append(10.0 * mx.log10(mx.maximum(power @ weights, 1e-30)))
+    floor = mx.max(mel_db[0]) - MEL_RANGE_DB
+    return mx.mean(mx.abs(mx.maximum(mel_db[0], floor) - mx.maximum(mel_db[1], floor))).item()
 
 
 def band_metrics(target: np.ndarray, recon: np.ndarray, cfg: Config) -> dict:

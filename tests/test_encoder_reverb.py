@@ -163,8 +163,8 @@ def test_ablate_writes_a_table(tmp_path, monkeypatch):
 
     records = json.loads((out / "ablation.json").read_text())
     assert [r["name"] for r in records] == ["harmonic", "harmonic+noise+reverb+z"]
-    assert all(set(r["metrics"]) == {"spectral_loss", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio",
-                                     "comb_harmonic_share", "branch_harmonic_share", "dry_spectral_loss"}
+    assert all(set(r["metrics"]) == {"spectral_loss", "mel_l1_db", "loudness_l1_db", "f0_l1_cents",
+                                     "f0_outlier_ratio", "comb_harmonic_share", "branch_harmonic_share", "dry_spectral_loss"}
                for r in records)
     assert records[0]["metrics"]["branch_harmonic_share"] == 1.0  # the harmonic-only variant has no noise
     # No room: its dry output is its output, and the flute's dry recordings are the clips themselves.

@@ -46,7 +46,8 @@ def test_metrics_against_hand_computed_values():
     features = analyse(target, cfg)
     same = metrics.clip_metrics(target, target, features, cfg)
     share = same.pop("comb_harmonic_share")
-    assert same == {"spectral_loss": 0.0, "loudness_l1_db": 0.0, "f0_l1_cents": 0.0, "f0_outlier_ratio": 0.0}
+    assert same == {"spectral_loss": 0.0, "mel_l1_db": 0.0, "loudness_l1_db": 0.0, "f0_l1_cents": 0.0,
+                    "f0_outlier_ratio": 0.0}
     assert share > 0.99  # five harmonics and nothing else
     sharp = metrics.clip_metrics(target, harmonic_tone(330.0 * 2 ** (50 / 1200)), features, cfg)
     assert sharp["f0_l1_cents"] == pytest.approx(50, abs=2) and sharp["f0_outlier_ratio"] == 0.0
@@ -55,6 +56,24 @@ def test_metrics_against_hand_computed_values():
     fifth = metrics.clip_metrics(target, harmonic_tone(330.0 * 1.5), features, cfg)
     assert fifth["f0_outlier_ratio"] > 0.95  # 702 cents off on every confident frame
     assert louder["spectral_loss"] > 0 and fifth["spectral_loss"] > louder["spectral_loss"]
+
+
+def test_mel_distance_reads_the_envelope_not_the_fine_structure():
+    rng = np.random.default_rng(0)
+    noise, other_draw = (rng.standard_normal(2 * SR).astype(np.float32) * 0.1 for _ in range(2))
+    assert metrics.mel_distance_db(noise, noise, SR) == 0.0
+    assert metrics.mel_distance_db(noise, noise * 0.5, SR) == pytest.approx(20 * np.log10(2), abs=0.01)
+    # Two draws of the same white noise: per bin, their log magnitudes differ by ~0.69 nats (6 dB) on average, as a
+    # room's random gains differ from any other room's; over a mel band's bins the difference averages out.
+    frames = np.lib.stride_tricks.sliding_window_view(np.stack([noise, other_draw]), 1024, axis=1)[:, ::256]
+    per_bin = np.abs(np.diff(np.log(np.abs(np.fft.rfft(frames * np.hanning(1024), axis=-1)) + 1e-9), axis=0))
+    assert 20 / np.log(10) * per_bin.mean() > 5.0
+    white = metrics.mel_distance_db(noise, other_draw, SR)
+    assert white < 3.0  # 2.3 dB: the lowest bands hold only 2-3 bins each
+    spectrum = np.fft.rfft(other_draw)
+    spectrum[np.fft.rfftfreq(len(other_draw), 1 / SR) > 2000] *= 0.1  # 20 dB less above 2 kHz: a new envelope
+    darker = np.fft.irfft(spectrum, len(other_draw)).astype(np.float32)
+    assert metrics.mel_distance_db(noise, darker, SR) > 3 * white  # 20 dB less in 46 % of the bands
 
 
 def test_baseline_follows_pitch_and_loudness():
