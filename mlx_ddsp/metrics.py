@@ -7,10 +7,11 @@ loss), used by eval and the benchmarks.
 Clip metrics (see `clip_metrics`):
   spectral_loss          the recipe's multi-scale spectral loss over the whole clip
   mel_l1_db              mean |dB difference| of the two log-mel spectrograms (`mel_distance_db`): the spectral
-                         envelope over time, blind to the fine structure within a band (a room's random gain at
-                         each frequency, which no model can match, costs the spectral loss's log term ~0.69 per
-                         bin for any other draw of it against ~0.48 for a smooth estimate; averaged over a band's
-                         bins, it costs little here)
+                         envelope over time, with most of the fine structure within a band averaged out (a
+                         room's random gain at each frequency, which no model can match, costs the spectral
+                         loss's log term ~0.69 per bin for any other draw of it against ~0.48 for a smooth
+                         estimate; over a band's bins it costs about a third as much: two white-noise draws are
+                         2.3 dB apart here, 6 dB per bin)
   loudness_l1_db         mean |loudness(recon) - loudness(target)| over frames where the target is above -60 dB
   f0_l1_cents            mean |f0(recon) - f0(target)| in cents over frames both trackers are >= 0.85 sure of
   f0_outlier_ratio       share of the target's confident frames where the recon is > 100 cents off or unvoiced
