@@ -21,8 +21,8 @@ Variants (each a set of overrides on top of the recipe and your key=value words)
                learned too (learned-noise+early: the default room)
 Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split
 (with --dry, also its dry output against the clips' dry recordings: dry_spectral_loss; see `mlx_ddsp.eval`).
-All variants train on the same examples: unless data.lead_in_seconds is set, a set with a room variant gives every
-variant the room's lead-in (`mlx_ddsp.data`).
+All variants of a set train on the same examples, whichever of them you run: unless data.lead_in_seconds is set, a
+set with a room variant gives every variant the room's lead-in (`mlx_ddsp.data`), reverb-off run alone too.
 Ctrl-C stops the whole ablation after saving the current variant's checkpoint; the same command resumes.
 OUT/ablation.json holds one record per variant (name, overrides, steps, training minutes, step time, mean model
 metrics), OUT/ablation.md the table and OUT/ablation.png a chart of it. OUT defaults to runs/ablation.
@@ -81,9 +81,10 @@ class Interrupted(UserError):
 
 
 def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, list[str]],
-           console: Console, dry_dir: str | None = None) -> list[dict]:
+           console: Console, dry_dir: str | None = None, whole_set: dict[str, list[str]] | None = None) -> list[dict]:
+    """Train and evaluate each of `variants`; their lead-in is the one `whole_set` (default: variants) shares."""
     records = []
-    shared = shared_lead_in(recipe, overrides, variants)
+    shared = shared_lead_in(recipe, overrides, whole_set or variants)
     for name, variant in variants.items():
         run_dir = out / name.replace("+", "_").replace("@", "_at_")
         words = [*shared, *overrides, *variant, f"run_dir={run_dir}", "train.eval_at_end=false"]
@@ -161,12 +162,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _ablate_and_print(args, console: Console) -> None:
-    variants = VARIANT_SETS[args.set]
-    unknown = sorted(set(args.variants or []) - set(variants))
+    whole_set = VARIANT_SETS[args.set]
+    unknown = sorted(set(args.variants or []) - set(whole_set))
     if unknown:
-        raise UserError(f"unknown variant(s) {unknown}; the {args.set} set has {list(variants)}")
-    variants = {k: v for k, v in variants.items() if not args.variants or k in args.variants}
-    records = ablate(args.recipe, args.overrides, Path(args.out), variants, console, args.dry)
+        raise UserError(f"unknown variant(s) {unknown}; the {args.set} set has {list(whole_set)}")
+    variants = {k: v for k, v in whole_set.items() if not args.variants or k in args.variants}
+    records = ablate(args.recipe, args.overrides, Path(args.out), variants, console, args.dry, whole_set)
     table = Table(title="ablation: held-out metrics (best checkpoint of each variant)")
     names = metric_names(records)
     for column in ("variant", "steps", *names):

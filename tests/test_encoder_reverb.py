@@ -172,6 +172,11 @@ def test_ablate_writes_a_table(tmp_path, monkeypatch):
     assert "room" not in records[0] and records[1]["room"]["wet_to_dry_db"] < 0
     # The variant without a room trains on the same examples as the one with: the room's lead-in, left unset.
     assert [r["lead_in_seconds"] for r in records] == [1.0, 1.0]
+    # Run alone, it still gets the lead-in its set's room variants have: the same examples as in the run above.
+    alone = tmp_path / "alone"
+    assert ablate.main([smoke, f"data.dir={ROOT / 'data' / 'flute'}", f"data.cache_dir={tmp_path}/c", "train.steps=2",
+                        "train.eval_every=2", "--out", str(alone), "--variants", "harmonic"]) == 0
+    assert [r["lead_in_seconds"] for r in json.loads((alone / "ablation.json").read_text())] == [1.0]
     table = (out / "ablation.md").read_text()
     assert "harmonic+noise+reverb+z" in table and "baseline" in table
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
