@@ -81,10 +81,10 @@ class Interrupted(UserError):
 
 
 def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, list[str]],
-           console: Console, dry_dir: str | None = None, whole_set: dict[str, list[str]] | None = None) -> list[dict]:
-    """Train and evaluate each of `variants`; their lead-in is the one `whole_set` (default: variants) shares."""
+           whole_set: dict[str, list[str]], console: Console, dry_dir: str | None = None) -> list[dict]:
+    """Train and evaluate each of `variants` (some of `whole_set`) with the lead-in the whole set shares."""
     records = []
-    shared = shared_lead_in(recipe, overrides, whole_set or variants)
+    shared = shared_lead_in(recipe, overrides, whole_set)
     for name, variant in variants.items():
         run_dir = out / name.replace("+", "_").replace("@", "_at_")
         words = [*shared, *overrides, *variant, f"run_dir={run_dir}", "train.eval_at_end=false"]
@@ -167,7 +167,7 @@ def _ablate_and_print(args, console: Console) -> None:
     if unknown:
         raise UserError(f"unknown variant(s) {unknown}; the {args.set} set has {list(whole_set)}")
     variants = {k: v for k, v in whole_set.items() if not args.variants or k in args.variants}
-    records = ablate(args.recipe, args.overrides, Path(args.out), variants, console, args.dry, whole_set)
+    records = ablate(args.recipe, args.overrides, Path(args.out), variants, whole_set, console, args.dry)
     table = Table(title="ablation: held-out metrics (best checkpoint of each variant)")
     names = metric_names(records)
     for column in ("variant", "steps", *names):
