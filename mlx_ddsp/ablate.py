@@ -1,7 +1,7 @@
 """Ablation: train each branch of the model with the same steps and seed, evaluate all on the same held-out clips.
 
 usage: python -m mlx_ddsp.ablate RECIPE [key=value ...] [--out DIR] [--set branches|speed|rooms]
-                                 [--variants NAME ...] [--dry DIR]
+                                 [--variants NAME ...] [--dry DIR] [--truth DIR]
 
   python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.steps=400 --out runs/ablation
   python -m mlx_ddsp.ablate recipes/flute_cpu.yaml train.max_minutes=8 train.steps=100000 --set speed
@@ -20,7 +20,8 @@ Variants (each a set of overrides on top of the recipe and your key=value words)
                fixed noise alone (parametric) or with 50 ms of early taps (parametric+early), and with its noise
                learned too (learned-noise+early: the default room)
 Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split
-(with --dry, also its dry output against the clips' dry recordings: dry_spectral_loss; see `mlx_ddsp.eval`).
+(with --dry, also its dry output against the clips' dry recordings: dry_spectral_loss; with --truth, its wet and
+dry outputs' pitch against the clips' true f0: f0_truth_rpa, dry_f0_truth_rpa; see `mlx_ddsp.eval`).
 All variants of a set train on the same examples, whichever of them you run: unless data.lead_in_seconds is set, a
 set with a room variant gives every variant the room's lead-in (`mlx_ddsp.data`), reverb-off run alone too.
 Ctrl-C stops the whole ablation after saving the current variant's checkpoint; the same command resumes.
@@ -81,7 +82,8 @@ class Interrupted(UserError):
 
 
 def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, list[str]],
-           whole_set: dict[str, list[str]], console: Console, dry_dir: str | None = None) -> list[dict]:
+           whole_set: dict[str, list[str]], console: Console, dry_dir: str | None = None,
+           truth_dir: str | None = None) -> list[dict]:
     """Train and evaluate each of `variants` (some of `whole_set`) with the lead-in the whole set shares."""
     records = []
     shared = shared_lead_in(recipe, overrides, whole_set)
@@ -93,7 +95,7 @@ def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, lis
         summary = train(cfg, console)
         if summary["interrupted"]:
             raise Interrupted(f"stopped during {name}; run the same command to resume")
-        result = evaluate(run_dir, which="best", console=console, dry_dir=dry_dir)
+        result = evaluate(run_dir, which="best", console=console, dry_dir=dry_dir, truth_dir=truth_dir)
         state, _ = checkpoint.load(checkpoint.resolve(run_dir, "last"))
         records.append({"name": name, "overrides": variant, "run_dir": str(run_dir), "steps": summary["step"],
                         "train_minutes": round(state["elapsed_s"] / 60, 2), "best_step": result["step"],
@@ -153,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "50 ms of early taps: the default)")
     parser.add_argument("--variants", nargs="+", help="only these variants of the set")
     parser.add_argument("--dry", help="a folder of the validation clips' dry recordings (see mlx_ddsp.eval --dry)")
+    parser.add_argument("--truth", help="a folder of the validation clips' true f0 (see mlx_ddsp.eval --truth)")
     return parser
 
 
@@ -167,7 +170,7 @@ def _ablate_and_print(args, console: Console) -> None:
     if unknown:
         raise UserError(f"unknown variant(s) {unknown}; the {args.set} set has {list(whole_set)}")
     variants = {k: v for k, v in whole_set.items() if not args.variants or k in args.variants}
-    records = ablate(args.recipe, args.overrides, Path(args.out), variants, whole_set, console, args.dry)
+    records = ablate(args.recipe, args.overrides, Path(args.out), variants, whole_set, console, args.dry, args.truth)
     table = Table(title="ablation: held-out metrics (best checkpoint of each variant)")
     names = metric_names(records)
     for column in ("variant", "steps", *names):

@@ -24,6 +24,8 @@ copies (a wrong-note dive) shows up:
   f0_truth_rpa      share of truly voiced frames where the output's f0 is within 50 cents of the truth
   f0_truth_l1_cents mean |f0(output) - truth| in cents over the truly voiced frames
   (for the target itself too: how well the tracker that fed the model did)
+  dry_f0_truth_rpa  f0_truth_rpa of the model's dry output (without a room: of all of it), what the model plays
+                    before its room's tail blurs the tracker at each note's start
 OUT/<clip>/tracks.npz keeps the f0 / confidence / loudness tracks; figure.png draws them under the spectrograms.
 With --dry DIR (CLIP.wav, .flac, ...: the same clips without their room, as scripts/render_rooms.py keeps them),
 the model's dry output is scored against them (dry_spectral_loss): a model that learned the room leaves it out of
@@ -172,6 +174,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, which: str = "best", 
         record["model"]["branch_harmonic_share"] = branch_harmonic_share(renders["harmonic"], renders["noise"])
         if truth is not None:
             record["target"].update(truth_metrics(features["f0_hz"], truth))
+            dry_f0_hz = track(renders["dry"], cfg)["f0_hz"] if "dry" in renders else recon["f0_hz"]
+            record["model"]["dry_f0_truth_rpa"] = truth_metrics(dry_f0_hz, truth)["f0_truth_rpa"]
         dry = None if dry_dir is None else load_dry(dry_dir, name, sample_rate)
         if dry is not None:
             record["model"].update(dry_metrics(dry, renders.get("dry", renders["audio"]), cfg))

@@ -21,6 +21,10 @@ Clip metrics (see `clip_metrics`):
   dry_spectral_loss      with the clip's dry recording (eval --dry, for a clip recorded in a room): the spectral
                          loss of the model's dry output (its sound before its room; a model without a room: all of
                          it) against that recording: whether the model separated the instrument from the room
+  dry_f0_truth_rpa       with the true pitch (eval --truth): f0_truth_rpa of the model's dry output (a model
+                         without a room: all of it), the pitch the model plays before its room blurs it: in a room
+                         the tracker reads the old note's tail over the next note's start, in the recording and in a
+                         wet output alike, so the wet output's pitch scores say as much about the room as the notes
 """
 
 from __future__ import annotations
@@ -48,11 +52,11 @@ BAND_HZ = (8000.0, 20000.0)  # the top octave(s) a 16 kHz model cannot reach (ca
 METRICS = ("spectral_loss", "mel_l1_db", "loudness_l1_db", "f0_l1_cents", "f0_outlier_ratio", "comb_harmonic_share",
            "band_spectral_loss", "band_energy_db")
 TRUTH_METRICS = ("f0_truth_rpa", "f0_truth_l1_cents")
-DRY_METRICS = ("dry_spectral_loss",)
+DRY_METRICS = ("dry_spectral_loss", "dry_f0_truth_rpa")
 REPORTED = METRICS + ("branch_harmonic_share",) + TRUTH_METRICS + DRY_METRICS  # every score eval writes, in the order it shows them
 # which way is better: "lower", "higher", or None (neither: the shares and the band energy are read against the
 # target's own share, or 0 dB)
-BETTER = {**{m: "lower" for m in REPORTED}, "f0_truth_rpa": "higher", "comb_harmonic_share": None,
+BETTER = {**{m: "lower" for m in REPORTED}, "f0_truth_rpa": "higher", "dry_f0_truth_rpa": "higher", "comb_harmonic_share": None,
           "branch_harmonic_share": None, "band_energy_db": None}
 
 

@@ -158,17 +158,20 @@ def test_ablate_writes_a_table(tmp_path, monkeypatch):
     smoke = str(ROOT / "recipes" / "smoke.yaml")
     assert ablate.main([smoke, f"data.dir={ROOT / 'data' / 'flute'}", f"data.cache_dir={tmp_path}/c",
                         "train.steps=6", "train.eval_every=3", "synth.reverb_seconds=0.2", "--out", str(out),
-                        "--variants", "harmonic", "harmonic+noise+reverb+z", "--dry", str(ROOT / "data" / "flute")]) == 0
+                        "--variants", "harmonic", "harmonic+noise+reverb+z", "--dry", str(ROOT / "data" / "flute"),
+                        "--truth", str(ROOT / "data" / "flute_truth")]) == 0
     import json
 
     records = json.loads((out / "ablation.json").read_text())
     assert [r["name"] for r in records] == ["harmonic", "harmonic+noise+reverb+z"]
     assert all(set(r["metrics"]) == {"spectral_loss", "mel_l1_db", "loudness_l1_db", "f0_l1_cents",
-                                     "f0_outlier_ratio", "comb_harmonic_share", "branch_harmonic_share", "dry_spectral_loss"}
+                                     "f0_outlier_ratio", "comb_harmonic_share", "branch_harmonic_share",
+                                     "f0_truth_rpa", "f0_truth_l1_cents", "dry_spectral_loss", "dry_f0_truth_rpa"}
                for r in records)
     assert records[0]["metrics"]["branch_harmonic_share"] == 1.0  # the harmonic-only variant has no noise
     # No room: its dry output is its output, and the flute's dry recordings are the clips themselves.
     assert records[0]["metrics"]["dry_spectral_loss"] == pytest.approx(records[0]["metrics"]["spectral_loss"], rel=1e-5)
+    assert records[0]["metrics"]["dry_f0_truth_rpa"] == records[0]["metrics"]["f0_truth_rpa"]
     assert "room" not in records[0] and records[1]["room"]["wet_to_dry_db"] < 0
     # The variant without a room trains on the same examples as the one with: the room's lead-in, left unset.
     assert [r["lead_in_seconds"] for r in records] == [1.0, 1.0]

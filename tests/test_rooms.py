@@ -235,3 +235,46 @@ def test_a_model_with_learned_room_noise_trains_and_saves_its_taps(tmp_path):
     assert moved.shape == (SR // 2,) and 0 < moved.max() < 1  # trained, by a few steps' worth
     ir = np.array(model.room_impulse_response())
     assert np.isfinite(ir).all() and np.abs(ir - np.array(fresh.room_impulse_response())).max() > 0
+
+
+def test_eval_scores_the_dry_outputs_pitch_where_the_rooms_tail_blurs_the_wet_one(tmp_path):
+    """Notes a third apart, each 0.3 s, through an untrained harmonic model with a long loud room: the old note's
+    tail sounds over the next note's start in the wet output, so its pitch against the truth is worse than the dry
+    output's, which plays the clip's own f0 (dry_f0_truth_rpa: what eval scores, read back from dry.wav here)."""
+    from pathlib import Path
+
+    import mlx.optimizers as optim
+    import soundfile as sf
+
+    from mlx_ddsp import checkpoint
+    from mlx_ddsp.config import load_config
+    from mlx_ddsp.eval import evaluate, load_truth
+    from mlx_ddsp.metrics import track, truth_metrics
+    from mlx_ddsp.models import build_model
+    from mlx_ddsp.rooms import LEVEL_DB_UNIT, LOG_RT60_UNIT
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "recipes" / "smoke.yaml", [f"run_dir={tmp_path / 'run'}", "synth.noise=false",
+                                                       "synth.reverb=true", "synth.reverb_seconds=2.0"])
+    model = build_model(cfg)
+    model.room.log_rt60 = mx.full(model.room.log_rt60.shape, np.log(1.5) / LOG_RT60_UNIT)
+    model.room.level = mx.full(model.room.level.shape, 15.0 / LEVEL_DB_UNIT)
+    optimizer = optim.Adam(learning_rate=1e-3)
+    optimizer.init(model.trainable_parameters())
+    checkpoint.save(tmp_path / "run", model, optimizer, cfg, {"step": 1})
+    note_s, notes_hz = 0.3, [220.0, 277.2, 220.0, 277.2, 330.0, 277.2, 220.0, 277.2, 330.0, 220.0]
+    f0 = np.repeat(notes_hz, int(note_s * SR))
+    audio = 0.3 * sum(np.sin(k * 2 * np.pi * np.cumsum(f0) / SR) / k for k in range(1, 6))
+    (tmp_path / "data").mkdir(), (tmp_path / "truth").mkdir()
+    sf.write(tmp_path / "data" / "notes.wav", audio.astype(np.float32), SR)
+    frame_rate = 100
+    np.savez(tmp_path / "truth" / "notes.npz", f0_hz=np.repeat(notes_hz, int(note_s * frame_rate)),
+             voiced=np.ones(len(notes_hz) * int(note_s * frame_rate), bool), frame_rate=frame_rate)
+    result = evaluate(tmp_path / "run", data=str(tmp_path / "data"), which="last", out=tmp_path / "out",
+                      truth_dir=tmp_path / "truth")
+    scores = result["clips"][0]["model"]
+    dry, _ = sf.read(tmp_path / "out" / "notes" / "dry.wav", dtype="float32")
+    recon = track(dry, cfg)
+    truth = load_truth(tmp_path / "truth", "notes", len(recon["f0_hz"]), cfg.features.frame_rate)
+    assert scores["dry_f0_truth_rpa"] == pytest.approx(truth_metrics(recon["f0_hz"], truth)["f0_truth_rpa"], abs=0.02)
+    assert scores["dry_f0_truth_rpa"] > 0.9 and scores["f0_truth_rpa"] < scores["dry_f0_truth_rpa"] - 0.1
