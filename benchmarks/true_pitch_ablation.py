@@ -24,24 +24,13 @@ import numpy as np
 
 from mlx_ddsp import ablate, preprocess
 from mlx_ddsp.cli import entry_point
+from mlx_ddsp.eval import load_truth
 from mlx_ddsp.features import frame_hop, hold_unpitched
 
 
-def true_pitch(f0_hz: np.ndarray, voiced: np.ndarray, truth_rate: float, n_frames: int, frame_rate: float,
-               delay_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """(f0_hz (n_frames,) float32, confidence (n_frames,) float32) on the recipe's frames from a truth track at
-    truth_rate frames/s, `delay_s` later; unvoiced frames hold the last voiced f0 (the first voiced one before it)."""
-    index = np.rint((np.arange(n_frames) / frame_rate - delay_s) * truth_rate).astype(int)
-    inside = (index >= 0) & (index < len(f0_hz))
-    index = np.clip(index, 0, len(f0_hz) - 1)
-    on = voiced[index].astype(bool) & inside
-    first_hz = float(f0_hz[index][on][0]) if on.any() else float(np.median(f0_hz[f0_hz > 0]))
-    return hold_unpitched(f0_hz[index].astype(np.float32), on, first_hz)[0], on.astype(np.float32)
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="the rest, python -m mlx_ddsp.ablate's:\n" + ablate.build_parser().format_help(),
+    rest_help = "the rest, python -m mlx_ddsp.ablate's:\n" + ablate.build_parser().format_help()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=rest_help,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pitch", required=True, help="folder of truth files (<name>.npz: f0_hz, voiced, frame_rate)")
     parser.add_argument("--pitch-delay-s", type=float, default=0.0, help="the truth is read this much later (s)")
@@ -50,14 +39,17 @@ def main() -> int:
     tracked = preprocess.compute_file_features
 
     def with_true_pitch(path, cfg):
+        """The file's features with the truth's f0 (rests hold the last note; before the first, the first) and its
+        voicing as the confidence."""
         features = tracked(path, cfg)
-        truth_path = Path(args.pitch) / f"{Path(path).stem}.npz"
-        if not truth_path.exists():
-            raise SystemExit(f"no truth for {path} in {args.pitch}")
-        with np.load(truth_path) as truth:
-            features["f0_hz"], features["confidence"] = true_pitch(
-                truth["f0_hz"], truth["voiced"], float(truth["frame_rate"]), len(features["f0_hz"]),
-                cfg.data.sample_rate / frame_hop(cfg.data.sample_rate, cfg.features.frame_rate), args.pitch_delay_s)
+        frame_rate = cfg.data.sample_rate / frame_hop(cfg.data.sample_rate, cfg.features.frame_rate)
+        truth = load_truth(Path(args.pitch), Path(path).stem, len(features["f0_hz"]), frame_rate, args.pitch_delay_s)
+        if truth is None or not truth["voiced"].any():
+            raise SystemExit(f"no voiced truth for {path} in {args.pitch}")
+        voiced = truth["voiced"]
+        first_hz = float(truth["f0_hz"][voiced][0])
+        features["f0_hz"] = hold_unpitched(truth["f0_hz"], voiced, first_hz)[0]
+        features["confidence"] = voiced.astype(np.float32)
         return features
 
     preprocess.compute_file_features = with_true_pitch

@@ -66,9 +66,10 @@ class EvalError(UserError):
     """Evaluation cannot run; the message says why and what to do."""
 
 
-def load_truth(truth_dir: Path, name: str, n_frames: int, frame_rate: float) -> dict | None:
+def load_truth(truth_dir: Path, name: str, n_frames: int, frame_rate: float, delay_s: float = 0.0) -> dict | None:
     """DIR/NAME.npz resampled (nearest frame in time) to n_frames at frame_rate frames/s (the true rate,
-    sample_rate / hop), or None if there is no such file.
+    sample_rate / hop), `delay_s` later (frames before it or past its end are unvoiced), or None if there is no
+    such file.
 
     Raises EvalError for a truth file without `f0_hz` / `voiced` / `frame_rate`."""
     path = Path(truth_dir) / f"{name}.npz"
@@ -79,9 +80,9 @@ def load_truth(truth_dir: Path, name: str, n_frames: int, frame_rate: float) -> 
         if missing:
             raise EvalError(f"truth file {path} lacks {', '.join(missing)}")
         f0_hz, voiced, truth_rate = arrays["f0_hz"], arrays["voiced"].astype(bool), float(arrays["frame_rate"])
-    index = np.rint(np.arange(n_frames) * truth_rate / frame_rate).astype(int)
-    inside = index < len(f0_hz)
-    index = np.minimum(index, len(f0_hz) - 1)
+    index = np.rint((np.arange(n_frames) / frame_rate - delay_s) * truth_rate).astype(int)
+    inside = (index >= 0) & (index < len(f0_hz))
+    index = np.clip(index, 0, len(f0_hz) - 1)
     return {"f0_hz": f0_hz[index].astype(np.float32), "voiced": voiced[index] & inside}
 
 

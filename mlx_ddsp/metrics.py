@@ -56,8 +56,8 @@ DRY_METRICS = ("dry_spectral_loss", "dry_f0_truth_rpa")
 REPORTED = METRICS + ("branch_harmonic_share",) + TRUTH_METRICS + DRY_METRICS  # every score eval writes, in the order it shows them
 # which way is better: "lower", "higher", or None (neither: the shares and the band energy are read against the
 # target's own share, or 0 dB)
-BETTER = {**{m: "lower" for m in REPORTED}, "f0_truth_rpa": "higher", "dry_f0_truth_rpa": "higher", "comb_harmonic_share": None,
-          "branch_harmonic_share": None, "band_energy_db": None}
+BETTER = {**{m: "lower" for m in REPORTED}, "f0_truth_rpa": "higher", "dry_f0_truth_rpa": "higher",
+          "comb_harmonic_share": None, "branch_harmonic_share": None, "band_energy_db": None}
 
 
 def dry_metrics(dry_recording: np.ndarray, dry_output: np.ndarray, cfg: Config) -> dict:

@@ -155,6 +155,9 @@ def test_truth_files_are_read_at_the_features_rate(tmp_path):
     truth = evaluation.load_truth(tmp_path, "clip", 60, 50)  # 50 frames/s, longer than the truth
     np.testing.assert_array_equal(truth["f0_hz"][:51], f0[::5])
     assert truth["voiced"][:40].all() and not truth["voiced"][40:].any()
+    late = evaluation.load_truth(tmp_path, "clip", 60, 50, delay_s=0.1)  # a room's direct path, 5 frames late
+    np.testing.assert_array_equal(late["f0_hz"][5:56], f0[::5])
+    assert not late["voiced"][:5].any() and late["voiced"][5:45].all() and not late["voiced"][45:].any()
     assert evaluation.load_truth(tmp_path, "other", 60, 50) is None
     np.savez(tmp_path / "bad.npz", f0_hz=f0)
     with pytest.raises(evaluation.EvalError, match="voiced, frame_rate"):
