@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--pitch", required=True, help="folder of truth files (<name>.npz: f0_hz, voiced, frame_rate)")
     parser.add_argument("--pitch-delay-s", type=float, default=0.0, help="the truth is read this much later (s)")
     args, rest = parser.parse_known_args()
-    out = rest[rest.index("--out") + 1] if "--out" in rest else "runs/ablation"
+    out = ablate.build_parser().parse_intermixed_args(rest).out  # ablate's own reading of --out and its default
     tracked = preprocess.compute_file_features
 
     def with_true_pitch(path, cfg):
