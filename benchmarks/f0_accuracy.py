@@ -1,6 +1,7 @@
 """f0 tracker accuracy and speed on recordings with a known f0, per instrument and overall, beside pYIN if asked.
 
-    python benchmarks/f0_accuracy.py [--audio DIR [DIR ...]] [--truth DIR] [--reference pyin] [--causal] [--out f0.json]
+    python benchmarks/f0_accuracy.py [--audio DIR [DIR ...]] [--truth DIR] [--reference pyin] [--causal] [--dereverb]
+                                     [--out f0.json]
     python benchmarks/f0_accuracy.py --audio corpus/dev/clean corpus/dev/reverb --truth corpus/dev/truth --reference pyin
 
 Each --audio folder is one condition (e.g. the clean development corpus and a degraded copy, see
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--reference", choices=["pyin"], help="also score librosa's pYIN (needs librosa)")
     parser.add_argument("--causal", action="store_true",
                         help="also score the causal variant the streaming engine runs (estimate_f0(causal=True))")
+    parser.add_argument("--dereverb", action="store_true",
+                        help="also score the tracker with room-tail suppression (estimate_f0(dereverb=True))")
     parser.add_argument("--f0-min-hz", type=float, help="range given to the trackers (default: estimate_f0's)")
     parser.add_argument("--f0-max-hz", type=float)
     parser.add_argument("--out", type=Path)
@@ -96,6 +99,8 @@ def main() -> None:
     trackers = {"ours": lambda audio, sr, rate: estimate_f0(audio, sr, rate, **f0_range)}
     if args.causal:
         trackers["causal"] = lambda audio, sr, rate: estimate_f0(audio, sr, rate, causal=True, **f0_range)
+    if args.dereverb:
+        trackers["dereverb"] = lambda audio, sr, rate: estimate_f0(audio, sr, rate, dereverb=True, **f0_range)
     if args.reference == "pyin":
         lo = f0_range.get("f0_min_hz", defaults.get("f0_min_hz", 40.0))
         hi = f0_range.get("f0_max_hz", defaults.get("f0_max_hz", 2100.0))

@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 import soxr
 
+from mlx_ddsp.dereverb import suppress_tail
 from mlx_ddsp.resampler import Resampler
 
 LOUDNESS_FLOOR_DB = -80.0
@@ -582,6 +583,7 @@ def estimate_f0(
     f0_max_hz: float = 2100.0,
     octave_cost: float = 2.0,
     causal: bool = False,
+    dereverb: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fundamental frequency and voicing confidence: YIN candidates, pYIN's probabilities, a spectral octave check,
     Viterbi smoothing.
@@ -610,7 +612,11 @@ def estimate_f0(
     (`forward_path`), frames before the first note take the middle of the range, and audio above ANALYSIS_RATE is
     decimated by the streaming `Resampler`; frame t still needs its analysis window, up to
     `analysis_extent(...)[1]` samples after its centre.
+    dereverb=True first damps, at the analysis rate, what each spectral bin held in the recent past
+    (`dereverb.suppress_tail`): in a room, the previous note's tail under the next note's start (offline only).
     """
+    if dereverb and causal:
+        raise ValueError("dereverb needs each frame's whole window ahead of it: not available to the causal tracker")
     audio = np.asarray(audio, dtype=np.float32)
     hop = frame_hop(sample_rate, frame_rate)
     n_total = n_frames_for(len(audio), hop)
@@ -618,6 +624,8 @@ def estimate_f0(
     if rate != sample_rate:
         audio = (Resampler(sample_rate, rate).resample(audio) if causal
                  else soxr.resample(audio, sample_rate, rate, quality="HQ").astype(np.float32))
+    if dereverb:
+        audio = suppress_tail(audio, rate)
     centres = frame_centres(n_total, hop, sample_rate, rate)
     lags = np.empty((n_total, N_CANDIDATES))
     probs = np.empty((n_total, N_CANDIDATES))

@@ -191,5 +191,6 @@ def _cents(f0_hz: np.ndarray, reference_hz: np.ndarray) -> np.ndarray:
 def track(audio: np.ndarray, cfg: Config) -> dict:
     """{"f0_hz", "confidence", "loudness_db"} (T,) of `audio` (N,) on the recipe's frames."""
     sr, rate = cfg.data.sample_rate, cfg.features.frame_rate
-    f0_hz, confidence = estimate_f0(audio, sr, rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz)
+    f0_hz, confidence = estimate_f0(audio, sr, rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz,
+                                    dereverb=cfg.features.f0_dereverb)
     return {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": frame_loudness(audio, sr, rate, cfg.features.loudness)}

@@ -65,6 +65,7 @@ def feature_params(cfg: Config) -> dict:
         "f0_max_hz": cfg.features.f0_max_hz,
         "loudness": cfg.features.loudness,
         "min_samples": example_samples(cfg),
+        **({"f0_dereverb": True} if cfg.features.f0_dereverb else {}),  # absent when off: earlier caches stay valid
     }
 
 
@@ -131,9 +132,8 @@ def compute_file_features(path: Path, cfg: Config) -> dict:
 
 def analyse(audio: np.ndarray, cfg: Config) -> dict:
     """{"audio": (N,), "f0_hz", "confidence", "loudness_db": (T,)} with T = N // hop + 1, for audio at data.sample_rate."""
-    f0_hz, confidence = estimate_f0(
-        audio, cfg.data.sample_rate, cfg.features.frame_rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz
-    )
+    f0_hz, confidence = estimate_f0(audio, cfg.data.sample_rate, cfg.features.frame_rate, cfg.features.f0_min_hz,
+                                    cfg.features.f0_max_hz, dereverb=cfg.features.f0_dereverb)
     loudness_db = frame_loudness(audio, cfg.data.sample_rate, cfg.features.frame_rate, cfg.features.loudness)
     return {"audio": audio, "f0_hz": f0_hz, "confidence": confidence, "loudness_db": loudness_db}
 

@@ -14,7 +14,8 @@ What happens to a block, all of it carried across blocks:
 1. the input is resampled to the model's rate (`Resampler`: about 1 ms of delay; soxr buffers 36 ms when streamed);
 2. features, as resynth computes them but causal: the pitch tracker is `estimate_f0(causal=True)` run frame by frame
    (each frame's window reaches `analysis_extent` samples past its centre; the path takes no later frame into
-   account), the loudness window is centred on its frame (half of LOUDNESS_WINDOW_SECONDS ahead, 32 ms);
+   account; a model trained with `features.f0_dereverb` is tracked without it, which needs a window of look-ahead
+   more), the loudness window is centred on its frame (half of LOUDNESS_WINDOW_SECONDS ahead, 32 ms);
 3. the decoder steps once per decoder frame, its recurrent state carried (on the CPU in numpy, `NumpyDecoder`:
    MLX's batch-1 matmuls cost 4x numpy's there; on a GPU in MLX); the pitch and loudness shifts and the quiet
    rendering of unvoiced frames are resynth's (`adjust`), its --auto-adjust made causal (`CausalAdjust`);

@@ -140,6 +140,9 @@ def test_rerun_reuses_cache_and_changes_invalidate(tmp_path, monkeypatch):
     assert calls == []  # chunking only: features reused
     assert manifest["files"][0]["chunks"] == 5
     assert len(list((tmp_path / ".mlx_ddsp_cache" / "16000hz_250fps" / "files").glob("*.npz"))) == 3  # stale entries removed
+    calls.clear()
+    pp.preprocess(config(tmp_path, "features.f0_max_hz=1500", "features.f0_dereverb=true"))  # the tracker changed
+    assert sorted(calls) == ["f0.wav", "f1.wav", "f2.wav"]
 
 
 def test_interrupted_write_leaves_no_half_cache(tmp_path, monkeypatch):
