@@ -22,8 +22,9 @@ Variants (each a set of overrides on top of the recipe and your key=value words)
 Each trains in OUT/<variant> (resuming if it is already there), then is evaluated on the recipe's validation split
 (with --dry, also its dry output against the clips' dry recordings: dry_spectral_loss; with --truth, its wet and
 dry outputs' pitch against the clips' true f0: f0_truth_rpa, dry_f0_truth_rpa; see `mlx_ddsp.eval`).
-All variants of a set train on the same examples, whichever of them you run: unless data.lead_in_seconds is set, a
-set with a room variant gives every variant the room's lead-in (`mlx_ddsp.data`), reverb-off run alone too.
+All variants of a set train on the same examples, whichever of them you run: a set with a room variant gives every
+variant, reverb-off run alone too, the room's lead-in (`mlx_ddsp.data`) and its pitch tracking (the room's tail damped
+first, `features.f0_dereverb`), each unless the recipe or the command line sets it.
 Ctrl-C stops the whole ablation after saving the current variant's checkpoint; the same command resumes.
 OUT/ablation.json holds one record per variant (name, overrides, steps, training minutes, step time, mean model
 metrics), OUT/ablation.md the table and OUT/ablation.png a chart of it. OUT defaults to runs/ablation.
@@ -84,9 +85,9 @@ class Interrupted(UserError):
 def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, list[str]],
            whole_set: dict[str, list[str]], console: Console, dry_dir: str | None = None,
            truth_dir: str | None = None) -> list[dict]:
-    """Train and evaluate each of `variants` (some of `whole_set`) with the lead-in the whole set shares."""
+    """Train and evaluate each of `variants` (some of `whole_set`) on the examples the whole set shares."""
     records = []
-    shared = shared_lead_in(recipe, overrides, whole_set)
+    shared = shared_examples(recipe, overrides, whole_set)
     for name, variant in variants.items():
         run_dir = out / name.replace("+", "_").replace("@", "_at_")
         words = [*shared, *overrides, *variant, f"run_dir={run_dir}", "train.eval_at_end=false"]
@@ -106,14 +107,20 @@ def ablate(recipe: str, overrides: list[str], out: Path, variants: dict[str, lis
     return records
 
 
-def shared_lead_in(recipe: str, overrides: list[str], variants: dict[str, list[str]]) -> list[str]:
-    """The override that gives every variant the same examples: where neither the recipe nor the user sets
-    data.lead_in_seconds (its default depends on synth.reverb) and some variant has a room, that variant's lead-in
-    for all (a variant without a room plays it and leaves it out of the loss too); else none."""
+def shared_examples(recipe: str, overrides: list[str], variants: dict[str, list[str]]) -> list[str]:
+    """The overrides that give every variant the same examples. data.lead_in_seconds and features.f0_dereverb
+    default to what synth.reverb needs; where some variant has a room, each of them that neither the recipe nor the
+    user sets is the room's for all (a variant without a room plays the lead-in and leaves it out of the loss
+    too); else none."""
     configs = [load_config(recipe, [*overrides, *variant]) for variant in variants.values()]
-    if any(c.data.lead_in_seconds is not None for c in configs) or not any(c.synth.reverb for c in configs):
+    if not any(c.synth.reverb for c in configs):
         return []
-    return [f"data.lead_in_seconds={REVERB_LEAD_IN_S}"]
+    shared = []
+    if all(c.data.lead_in_seconds is None for c in configs):
+        shared.append(f"data.lead_in_seconds={REVERB_LEAD_IN_S}")
+    if all(c.features.f0_dereverb is None for c in configs):
+        shared.append("features.f0_dereverb=true")
+    return shared
 
 
 def write(out: Path, records: list[dict]) -> None:

@@ -53,8 +53,8 @@ class FeaturesConfig:
     f0_min_hz: float = 38.0  # just below E1 (41 Hz), a double bass's lowest string
     f0_max_hz: float = 2100.0  # just above C7 (2093 Hz), a violin's and a flute's top
     loudness: str = "a_weighted"  # the decoder's loudness input: "a_weighted" (Magenta's) or "power" (DDSP-VST's)
-    f0_dereverb: bool = False  # damp the room's tail before pitch tracking (mlx_ddsp/dereverb.py): for recordings
-    # made in a room; offline only (the streaming engine's causal tracker runs without it)
+    f0_dereverb: bool | None = None  # damp the room's tail before pitch tracking (mlx_ddsp/dereverb.py); None: on
+    # with synth.reverb (recordings made in a room); offline only (the streaming engine's causal tracker runs without)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from mlx_ddsp.features import (VOICED_THRESHOLD, centred_frames, estimate_f0, fr
                                frame_loudness, loudness_window)
 from mlx_ddsp.losses import magnitude_spectrogram, recipe_loss
 from mlx_ddsp.mfcc import mel_matrix
+from mlx_ddsp.preprocess import f0_dereverb_for
 
 AUDIBLE_DB = -60.0  # loudness_l1_db counts target frames above this
 CONFIDENT = 0.85  # f0 metrics use frames the tracker is at least this sure of
@@ -192,5 +193,5 @@ def track(audio: np.ndarray, cfg: Config) -> dict:
     """{"f0_hz", "confidence", "loudness_db"} (T,) of `audio` (N,) on the recipe's frames."""
     sr, rate = cfg.data.sample_rate, cfg.features.frame_rate
     f0_hz, confidence = estimate_f0(audio, sr, rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz,
-                                    dereverb=cfg.features.f0_dereverb)
+                                    dereverb=f0_dereverb_for(cfg))
     return {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": frame_loudness(audio, sr, rate, cfg.features.loudness)}

@@ -55,6 +55,11 @@ def cache_dir_for(cfg: Config) -> Path:
     return root / f"{cfg.data.sample_rate}hz_{cfg.features.frame_rate:g}fps"
 
 
+def f0_dereverb_for(cfg: Config) -> bool:
+    """features.f0_dereverb, None resolved: on with synth.reverb (a model of a room is trained on room recordings)."""
+    return cfg.synth.reverb if cfg.features.f0_dereverb is None else cfg.features.f0_dereverb
+
+
 def feature_params(cfg: Config) -> dict:
     """Parameters that change the per-file features (and so the cache keys)."""
     return {
@@ -65,7 +70,7 @@ def feature_params(cfg: Config) -> dict:
         "f0_max_hz": cfg.features.f0_max_hz,
         "loudness": cfg.features.loudness,
         "min_samples": example_samples(cfg),
-        **({"f0_dereverb": True} if cfg.features.f0_dereverb else {}),  # absent when off: earlier caches stay valid
+        **({"f0_dereverb": True} if f0_dereverb_for(cfg) else {}),  # absent when off: earlier caches stay valid
     }
 
 
@@ -133,7 +138,7 @@ def compute_file_features(path: Path, cfg: Config) -> dict:
 def analyse(audio: np.ndarray, cfg: Config) -> dict:
     """{"audio": (N,), "f0_hz", "confidence", "loudness_db": (T,)} with T = N // hop + 1, for audio at data.sample_rate."""
     f0_hz, confidence = estimate_f0(audio, cfg.data.sample_rate, cfg.features.frame_rate, cfg.features.f0_min_hz,
-                                    cfg.features.f0_max_hz, dereverb=cfg.features.f0_dereverb)
+                                    cfg.features.f0_max_hz, dereverb=f0_dereverb_for(cfg))
     loudness_db = frame_loudness(audio, cfg.data.sample_rate, cfg.features.frame_rate, cfg.features.loudness)
     return {"audio": audio, "f0_hz": f0_hz, "confidence": confidence, "loudness_db": loudness_db}
 

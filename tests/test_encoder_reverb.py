@@ -186,9 +186,11 @@ def test_ablate_writes_a_table(tmp_path, monkeypatch):
     assert (out / "harmonic_noise_reverb_z" / "eval" / "flute_06" / "dry.wav").exists()
 
 
-def test_ablate_shares_the_rooms_lead_in_unless_set():
+def test_ablate_shares_the_rooms_lead_in_and_pitch_tracking_unless_set():
     smoke = str(ROOT / "recipes" / "smoke.yaml")
     rooms = ablate.VARIANT_SETS["rooms"]
-    assert ablate.shared_lead_in(smoke, [], rooms) == ["data.lead_in_seconds=1.0"]
-    assert ablate.shared_lead_in(smoke, ["data.lead_in_seconds=0.5"], rooms) == []  # the user's value wins
-    assert ablate.shared_lead_in(smoke, [], ablate.VARIANT_SETS["speed"]) == []  # no room, no lead-in
+    both = ["data.lead_in_seconds=1.0", "features.f0_dereverb=true"]
+    assert ablate.shared_examples(smoke, [], rooms) == both
+    assert ablate.shared_examples(smoke, ["data.lead_in_seconds=0.5"], rooms) == both[1:]  # the user's value wins
+    assert ablate.shared_examples(smoke, ["features.f0_dereverb=false"], rooms) == both[:1]
+    assert ablate.shared_examples(smoke, [], ablate.VARIANT_SETS["speed"]) == []  # no room: neither

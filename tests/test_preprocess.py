@@ -145,6 +145,13 @@ def test_rerun_reuses_cache_and_changes_invalidate(tmp_path, monkeypatch):
     assert sorted(calls) == ["f0.wav", "f1.wav", "f2.wav"]
 
 
+def test_a_model_of_a_room_tracks_pitch_with_the_rooms_tail_damped_unless_told_otherwise(tmp_path):
+    params = lambda *extra: pp.feature_params(config(tmp_path, *extra))
+    assert params() == params("features.f0_dereverb=false")  # off without a room: earlier caches stay valid
+    assert params("synth.reverb=true") == params("features.f0_dereverb=true") != params()
+    assert params("synth.reverb=true", "features.f0_dereverb=false") == params()
+
+
 def test_interrupted_write_leaves_no_half_cache(tmp_path, monkeypatch):
     sf.write(tmp_path / "a.wav", tone(2.0), SR)
     sf.write(tmp_path / "b.wav", tone(2.0, f0=300.0), SR)
