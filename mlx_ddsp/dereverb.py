@@ -8,9 +8,9 @@ is scaled by a Wiener gain against what its own recent past predicts (spectral s
 the signal's past):
 
     predicted(t, f) = REMOVED * (mean power of bin f over PAST_SPAN_S, ending PAST_DELAY_S before frame t)
-    gain(t, f) = max(xi / (1 + xi), FLOOR_DB), xi: the power over the prediction, estimated "decision-directed"
-                 (Ephraim and Malah, 1984): SMOOTHING of the previous frame's kept power, the rest this frame's
-                 excess; the smoothing keeps the gain of a noise bin from flickering ("musical noise").
+    gain(t, f) = xi / (1 + xi) in amplitude, at least FLOOR_DB; xi: the power over the prediction, estimated
+                 "decision-directed" (Ephraim and Malah, 1984): SMOOTHING of the previous frame's kept power, the
+                 rest this frame's excess; the smoothing keeps a noise bin's gain from flickering ("musical noise").
 
 Each frame is then scaled back to its own power, so a tracker's silence gate reads the sound's level. A steady
 sound and a decaying tail fall to the floor together (the steady sound keeps its spectrum's shape, and a tracker's
