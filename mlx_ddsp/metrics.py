@@ -35,11 +35,10 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_ddsp.config import Config
-from mlx_ddsp.features import (VOICED_THRESHOLD, centred_frames, estimate_f0, frame_hop,
-                               frame_loudness, loudness_window)
+from mlx_ddsp.features import VOICED_THRESHOLD, centred_frames, frame_hop, loudness_window
 from mlx_ddsp.losses import magnitude_spectrogram, recipe_loss
 from mlx_ddsp.mfcc import mel_matrix
-from mlx_ddsp.preprocess import f0_dereverb_for
+from mlx_ddsp.preprocess import analyse
 
 AUDIBLE_DB = -60.0  # loudness_l1_db counts target frames above this
 CONFIDENT = 0.85  # f0 metrics use frames the tracker is at least this sure of
@@ -190,8 +189,6 @@ def _cents(f0_hz: np.ndarray, reference_hz: np.ndarray) -> np.ndarray:
 
 
 def track(audio: np.ndarray, cfg: Config) -> dict:
-    """{"f0_hz", "confidence", "loudness_db"} (T,) of `audio` (N,) on the recipe's frames."""
-    sr, rate = cfg.data.sample_rate, cfg.features.frame_rate
-    f0_hz, confidence = estimate_f0(audio, sr, rate, cfg.features.f0_min_hz, cfg.features.f0_max_hz,
-                                    dereverb=f0_dereverb_for(cfg))
-    return {"f0_hz": f0_hz, "confidence": confidence, "loudness_db": frame_loudness(audio, sr, rate, cfg.features.loudness)}
+    """{"f0_hz", "confidence", "loudness_db"} (T,) of `audio` (N,) on the recipe's frames: the features training
+    computes (`preprocess.analyse`), so an output is tracked as its input was."""
+    return {name: values for name, values in analyse(audio, cfg).items() if name != "audio"}
