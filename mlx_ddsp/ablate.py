@@ -42,10 +42,10 @@ from rich.table import Table
 from mlx_ddsp import checkpoint, figures
 from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.cli import UserError, entry_point, run
-from mlx_ddsp.config import load_config
+from mlx_ddsp.config import REVERB_LEAD_IN_S, load_config
 from mlx_ddsp.eval import evaluate
 from mlx_ddsp.metrics import BETTER, REPORTED
-from mlx_ddsp.train import REVERB_LEAD_IN_S, lead_in_frames_for, train
+from mlx_ddsp.train import lead_in_frames_for, train
 
 
 def _parametric_room(early_ms: int, learn_noise: bool = False) -> list[str]:

@@ -36,7 +36,7 @@ from rich.table import Table
 from mlx_ddsp.atomic import atomic_path
 from mlx_ddsp.audio import AUDIO_EXTENSIONS, AudioError, file_rate, load_audio
 from mlx_ddsp.cli import UserError, run
-from mlx_ddsp.config import Config, ConfigError, load_config
+from mlx_ddsp.config import Config, ConfigError, load_config, resolve_defaults
 from mlx_ddsp.features import FEATURE_NAMES, VOICED_THRESHOLD, estimate_f0, frame_hop, frame_loudness
 
 CACHE_VERSION = 4  # 2: frames a whole hop apart at any rate, pitch analysed at 16 kHz, 64 ms loudness window;
@@ -57,7 +57,7 @@ def cache_dir_for(cfg: Config) -> Path:
 
 def f0_dereverb_for(cfg: Config) -> bool:
     """features.f0_dereverb, None resolved: on with synth.reverb (a model of a room is trained on room recordings)."""
-    return cfg.synth.reverb if cfg.features.f0_dereverb is None else cfg.features.f0_dereverb
+    return resolve_defaults(cfg).features.f0_dereverb
 
 
 def feature_params(cfg: Config) -> dict:

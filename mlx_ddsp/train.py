@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mlx_ddsp import checkpoint, distributed, figures
 from mlx_ddsp.audio import save_audio
 from mlx_ddsp.cli import UserError, entry_point, run
-from mlx_ddsp.config import Config, config_to_dict, load_config, save_config
+from mlx_ddsp.config import Config, config_to_dict, load_config, resolve_defaults, save_config
 from mlx_ddsp.data import BatchStream, ExampleSet
 from mlx_ddsp.distributed import World
 from mlx_ddsp.eval import evaluate
@@ -47,11 +47,6 @@ RESUMABLE_KEYS = ("train.steps", "train.max_minutes", "train.log_every", "train.
                   "train.render_every", "train.n_renders", "train.checkpoint_every", "train.keep_checkpoints",
                   "train.max_bad_steps", "train.eval_at_end", "train.tensorboard", "run_dir", "data.dir",
                   "data.cache_dir")
-
-
-# With a room, each example's lead-in: the room's tail from notes before the example, 60 dB down after one RT60,
-# reaches into it (on reverberant flute at 300 steps, a parametric room without it lost 6 % to no room at all)
-REVERB_LEAD_IN_S = 1.0
 
 
 class TrainingError(UserError):
@@ -270,6 +265,7 @@ def train(cfg: Config, console: Console | None = None) -> dict:
     """Train (or resume) the run in cfg.run_dir up to cfg.train.steps. Returns a summary dict.
 
     Under `mlx.launch` every process runs this; rank 0 alone writes and prints (see `mlx_ddsp.distributed`)."""
+    cfg = resolve_defaults(cfg)
     world = distributed.init()
     writer = world.is_writer
     console = console if writer and console else Console(stderr=True, quiet=not writer)
@@ -288,7 +284,7 @@ def train(cfg: Config, console: Console | None = None) -> dict:
     state = {"step": 0, "elapsed_s": 0.0, "best_val_loss": None, "bad_steps_total": 0}
     found = checkpoint.step_checkpoints(run_dir) if writer else []
     if found:
-        _check_resumable(checkpoint.load(found[-1])[1], cfg, run_dir)
+        _check_resumable(resolve_defaults(checkpoint.load(found[-1])[1]), cfg, run_dir)
         state, _ = checkpoint.load(found[-1], model, optimizer)
         optimizer.init(model.trainable_parameters())
         high, low = state["rng"]
@@ -400,11 +396,8 @@ def train(cfg: Config, console: Console | None = None) -> dict:
 
 
 def lead_in_frames_for(cfg: Config) -> int:
-    """data.lead_in_seconds (None: REVERB_LEAD_IN_S with synth.reverb, else 0) in feature frames, rounded up to
-    whole decoder frames."""
-    seconds = cfg.data.lead_in_seconds
-    if seconds is None:
-        seconds = REVERB_LEAD_IN_S if cfg.synth.reverb else 0.0
+    """data.lead_in_seconds (None: see `resolve_defaults`) in feature frames, rounded up to whole decoder frames."""
+    seconds = resolve_defaults(cfg).data.lead_in_seconds
     if seconds < 0:
         raise TrainingError(f"data.lead_in_seconds must be 0 or more; got {seconds}")
     stride = cfg.features.frame_rate // cfg.model.frame_rate

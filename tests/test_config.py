@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mlx_ddsp.config import Config, ConfigError, all_keys, load_config, save_config
+from mlx_ddsp.config import Config, ConfigError, all_keys, load_config, resolve_defaults, save_config
 
 
 def test_defaults_follow_magenta_solo_instrument():
@@ -80,6 +80,20 @@ def test_round_trip(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temporary file left behind
+
+
+def test_defaults_that_follow_other_keys_are_resolved_for_the_run(tmp_path):
+    room = load_config(None, ["synth.reverb=true"])
+    resolved = resolve_defaults(room)
+    assert (resolved.data.lead_in_seconds, resolved.features.f0_dereverb) == (1.0, True)
+    assert (room.data.lead_in_seconds, room.features.f0_dereverb) == (None, None)  # a copy
+    dry = resolve_defaults(Config())
+    assert (dry.data.lead_in_seconds, dry.features.f0_dereverb) == (0.0, False)
+    chosen = resolve_defaults(load_config(None, ["synth.reverb=true", "data.lead_in_seconds=0.5",
+                                                 "features.f0_dereverb=false"]))
+    assert (chosen.data.lead_in_seconds, chosen.features.f0_dereverb) == (0.5, False)
+    save_config(resolved, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == resolved
 
 
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")),

@@ -68,7 +68,9 @@ def test_training_learns_and_writes_the_run_dir(tmp_path, cache_dir):
     assert main([str(SMOKE), f"run_dir={run}", f"data.dir={ROOT / 'data' / 'flute'}",
                  f"data.cache_dir={cache_dir}", "train.steps=120", "train.eval_every=60", "train.eval_at_end=false",
                  "train.render_every=60", "train.checkpoint_every=60"]) == 0
-    assert load_config(run / "config.yaml").train.steps == 120
+    saved = load_config(run / "config.yaml")
+    assert saved.train.steps == 120
+    assert (saved.data.lead_in_seconds, saved.features.f0_dereverb) == (0.0, False)  # resolved: no None left
     val = {m["step"]: m["val_loss"] for m in metrics(run) if "val_loss" in m}
     assert sorted(val) == [0, 60, 120]
     assert val[120] < 0.6 * val[0], val  # held-out loss falls by more than 40 %
