@@ -37,7 +37,8 @@ NOISE_UNIT = 10.0
 
 
 def band_centres_hz(sample_rate: int) -> np.ndarray:
-    """Octave-band centres from 62.5 Hz up to the last one below Nyquist (16 kHz: 62.5 .. 4000 Hz, 7 bands)."""
+    """Octave-band centres from 62.5 Hz up to the last one an octave below Nyquist or lower, the highest band holding
+    everything above it (16 kHz: 62.5 .. 4000 Hz, 7 bands; 44.1 and 48 kHz: .. 8000 Hz, 8 bands)."""
     count = int(np.floor(np.log2((sample_rate / 2) / LOWEST_CENTRE_HZ)))
     return LOWEST_CENTRE_HZ * 2.0 ** np.arange(max(count, 1))
 

@@ -24,12 +24,14 @@ def test_bands_split_the_noise_and_the_spectrum():
     np.testing.assert_allclose(noise.sum(axis=0), np.random.default_rng(3).standard_normal(8000), atol=1e-4)
 
 
-@pytest.mark.parametrize("rt60, level_db", [(0.4, -15.0), (1.2, -6.0)])
-def test_room_decays_at_its_rt60_with_its_level(rt60, level_db):
-    room = ParametricRoom(int(1.5 * rt60 * SR), SR, rt60_s=rt60, level_db=level_db)
+@pytest.mark.parametrize("rt60, level_db, rate, n_bands", [(0.4, -15.0, SR, 7), (1.2, -6.0, SR, 7),
+                                                             (0.8, -10.0, 48000, 8)])
+def test_room_decays_at_its_rt60_with_its_level(rt60, level_db, rate, n_bands):
+    room = ParametricRoom(int(1.5 * rt60 * rate), rate, rt60_s=rt60, level_db=level_db)
+    assert room.log_rt60.shape == (n_bands,)  # octave centres 62.5 Hz .. 4 kHz (16 kHz), .. 8 kHz (48 kHz)
     ir = np.array(room.impulse_response())
     assert ir[0] == 0.0
-    assert rt60_from_ir(ir, SR) == pytest.approx(rt60, rel=0.1)
+    assert rt60_from_ir(ir, rate) == pytest.approx(rt60, rel=0.1)
     assert 10 * np.log10(np.sum(ir**2)) == pytest.approx(level_db, abs=0.2)
 
 
