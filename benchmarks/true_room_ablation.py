@@ -1,4 +1,4 @@
-"""An ablation variant whose room is the recording's true room, held fixed: the most any room model can gain.
+"""An ablation variant whose room is the recording's true room, held fixed: what a perfectly learned room gives.
 
     python benchmarks/true_room_ablation.py --room corpus/rooms/cello/rt60_0.8 \
         recipes/flute_cpu.yaml data.dir=corpus/rooms/cello/rt60_0.8 "data.val_files=[cello_06.wav,cello_07.wav]" \
@@ -9,10 +9,11 @@ Everything after --room is `python -m mlx_ddsp.ablate`'s command line; its rooms
 the model of `free-ir` (`synth.reverb_model=free`, dry + dry convolved with the impulse response) whose taps are
 set, before training, to the `scripts/render_rooms.py` room folder's own impulse response (ROOM/room_ir.npy at the
 recipe's rate, from its direct path on, normalised there: `benchmarks/room_fit.py`'s `true_impulse_response`) and
-frozen. The decoder trains through the room the recording was made in, so nothing is left for a room model to
-learn: its held-out spectral loss against `reverb-off`'s (the same set, seed and steps) is the gain a learned room
-could reach with this decoder at best. The checkpoints hold the true taps, so `python -m mlx_ddsp.eval` scores
-the run as any other (its "learned room" is the true one). The rooms set's other variants run as in ablate.
+frozen. The decoder trains through the room the recording was made in, so nothing is left to learn about the
+room: its held-out spectral loss against `reverb-off`'s (the same set, seed and steps) is the gain of a room model
+that learned the room exactly, with this decoder (benchmarks/ROOMS.md: the default room gains more). The
+checkpoints hold the true taps, so `python -m mlx_ddsp.eval` scores the run as any other (its "learned room" is
+the true one). The rooms set's other variants run as in ablate.
 """
 
 from __future__ import annotations
