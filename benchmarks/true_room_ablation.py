@@ -27,7 +27,7 @@ from room_fit import true_impulse_response
 from mlx_ddsp import ablate, train
 from mlx_ddsp.cli import entry_point
 
-TRUE_ROOM = ["synth.noise=true", "synth.reverb=true", "synth.reverb_model=free", "model.encoder=false"]
+VARIANT = "true-room"  # ablate trains it in OUT/true-room
 
 
 def main() -> int:
@@ -39,9 +39,9 @@ def main() -> int:
     build = train.build_model
 
     def with_true_room(cfg):
-        """The recipe's model; with the free impulse response, its taps are the true room's, frozen."""
+        """The recipe's model; in the true-room variant (free-ir's model), its taps are the true room's, frozen."""
         model = build(cfg)
-        if cfg.synth.reverb and cfg.synth.reverb_model == "free":
+        if Path(cfg.run_dir).name == VARIANT:
             n_taps = model.reverb_ir.shape[0]
             ir = true_impulse_response(Path(args.room), cfg.data.sample_rate)[:n_taps].astype("float32")
             ir[0] = 0.0  # the direct path is the model's dry path
@@ -52,7 +52,8 @@ def main() -> int:
         return model
 
     train.build_model = with_true_room
-    ablate.VARIANT_SETS["rooms"]["true-room"] = TRUE_ROOM
+    rooms = ablate.VARIANT_SETS["rooms"]
+    rooms[VARIANT] = rooms["free-ir"]
     return ablate.main(rest)
 
 
